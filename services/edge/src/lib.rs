@@ -1,1 +1,184 @@
-//! edge (in progress)
+//! The edge: client connections.
+//!
+//! It terminates TLS (STARTTLS on the plain port, direct TLS per XEP-0368), parses the XML
+//! stream, negotiates SASL and resource binding, and from then on forwards stanzas to the
+//! session service through the [`session::SessionService`] trait, writing back whatever the
+//! session delivers through the connection's [`session::ClientSink`]. It keeps no user state
+//! beyond the live connection.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+mod conn;
+pub mod limiter;
+pub mod sasl;
+pub mod tls;
+
+pub use limiter::{AuthLimiter, AuthLimits};
+pub use tls::{CertSource, CertStore, TlsConfigs, TlsError};
+
+/// Tuning of client connections. Every field has a sane default.
+#[derive(Clone, Debug)]
+pub struct EdgeConfig {
+    /// Parser limits (stanza size, depth, attributes).
+    pub limits: xmpp::parser::Limits,
+    /// A connection that has not bound a resource within this time is closed.
+    pub auth_timeout: Duration,
+    /// After this long with nothing received, the server pings the client (XEP-0199).
+    pub ping_interval: Duration,
+    /// A pinged client that sends nothing for this long is closed as dead.
+    pub ping_timeout: Duration,
+    /// After this long with nothing sent, the server sends a whitespace keepalive.
+    pub keepalive_interval: Duration,
+    /// The most open client connections; further ones wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// Sustained read rate per connection, bytes per second. Past it reading pauses
+    /// (backpressure through TCP), it does not disconnect.
+    pub read_rate: u32,
+    /// Bytes a connection may read in a burst before the rate applies.
+    pub read_burst: u32,
+    /// Failed SASL attempts on one stream before it is closed.
+    pub max_auth_attempts: u32,
+    /// Stanzas queued towards one client before it counts as too slow.
+    pub outbound_queue: usize,
+    /// Offer SASL PLAIN (always only over TLS).
+    pub allow_plain: bool,
+    pub auth_limits: AuthLimits,
+    /// How long a closing connection may take to flush what is queued.
+    pub write_timeout: Duration,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        EdgeConfig {
+            limits: xmpp::parser::Limits::default(),
+            auth_timeout: Duration::from_secs(30),
+            ping_interval: Duration::from_secs(180),
+            ping_timeout: Duration::from_secs(60),
+            keepalive_interval: Duration::from_secs(60),
+            max_connections: 20_000,
+            read_rate: 64 * 1024,
+            read_burst: 512 * 1024,
+            max_auth_attempts: 3,
+            outbound_queue: 1024,
+            allow_plain: true,
+            auth_limits: AuthLimits::default(),
+            write_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What every connection of an edge shares.
+pub struct EdgeContext {
+    pub config: EdgeConfig,
+    domains: RwLock<HashSet<String>>,
+    pub tls: TlsConfigs,
+    pub accounts: Arc<dyn storage::AccountStore>,
+    pub sessions: Arc<dyn session::SessionService>,
+    pub limiter: AuthLimiter,
+}
+
+impl EdgeContext {
+    pub fn new(
+        config: EdgeConfig,
+        domains: impl IntoIterator<Item = String>,
+        tls: TlsConfigs,
+        accounts: Arc<dyn storage::AccountStore>,
+        sessions: Arc<dyn session::SessionService>,
+    ) -> Arc<Self> {
+        let limiter = AuthLimiter::new(config.auth_limits.clone());
+        Arc::new(EdgeContext {
+            config,
+            domains: RwLock::new(domains.into_iter().collect()),
+            tls,
+            accounts,
+            sessions,
+            limiter,
+        })
+    }
+
+    pub fn hosts(&self, domain: &str) -> bool {
+        self.domains
+            .read()
+            .map(|d| d.contains(domain))
+            .unwrap_or(false)
+    }
+
+    /// Any hosted domain (for the `from` of a stream we must reject before knowing the target).
+    fn any_domain(&self) -> String {
+        self.domains
+            .read()
+            .ok()
+            .and_then(|d| d.iter().min().cloned())
+            .unwrap_or_else(|| "localhost".to_owned())
+    }
+}
+
+/// Which kind of client port a listener is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListenMode {
+    /// Plain TCP that must be upgraded with STARTTLS before authentication (5222).
+    Starttls,
+    /// TLS from the first byte (XEP-0368, 5223).
+    DirectTls,
+}
+
+/// Accepts client connections until `shutdown` resolves, then asks every connection to close
+/// its stream with `<system-shutdown/>` after flushing what is queued, and waits for all of
+/// them to finish. At most `config.max_connections` connections are served at once.
+pub async fn serve(
+    ctx: Arc<EdgeContext>,
+    listener: TcpListener,
+    mode: ListenMode,
+    shutdown: impl Future<Output = ()>,
+) {
+    let limit = Arc::new(Semaphore::new(ctx.config.max_connections.max(1)));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut conns = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        while conns.try_join_next().is_some() {}
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            p = limit.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (tcp, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let ctx = ctx.clone();
+        let stop = stop_rx.clone();
+        conns.spawn(async move {
+            conn::run(ctx, tcp, peer, mode, stop).await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let open = conns.len();
+    tracing::info!(open, ?mode, "listener stopped; draining connections");
+    let _ = stop_tx.send(true);
+    while conns.join_next().await.is_some() {}
+}
+
+/// Binds a listener, for callers that only have an address.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}

@@ -55,7 +55,10 @@ pub struct LocalRouter;
 impl Router for LocalRouter {
     async fn route(&self, stanza: Element) -> Result<(), RouteError> {
         let to = stanza.get_attr("to").unwrap_or_default();
-        let domain = to.parse::<xmpp::Jid>().map(|j| j.domain().to_owned()).unwrap_or_default();
+        let domain = to
+            .parse::<xmpp::Jid>()
+            .map(|j| j.domain().to_owned())
+            .unwrap_or_default();
         tracing::debug!(%domain, "no route: federation is not available yet");
         Err(RouteError::NoRoute(domain))
     }

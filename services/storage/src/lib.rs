@@ -1,17 +1,19 @@
-//! Relais durable storage. CONTRACT STUB for the public API: keep every public item below;
-//! implement the SQLite backend in `sqlite.rs` and the shared suite in `suite.rs`.
+//! Relais durable storage: the async store traits and their backends.
 //!
 //! Every write that acknowledges a client action is durable (committed, fsynced) before the
 //! returned future resolves. Backends: `sqlite` (embedded, standalone mode). ScyllaDB comes later
-//! behind the same traits.
+//! behind the same traits; every backend runs the conformance suite of [`suite`] (feature
+//! `testsuite`) through [`storage_test_suite!`].
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use xmpp::scram::{ScramHash, ScramKeys};
 use xmpp::BareJid;
+use xmpp::scram::{ScramHash, ScramKeys};
 
 pub mod sqlite;
+#[cfg(any(test, feature = "testsuite"))]
+pub mod suite;
 
 /// A small code for each error kind, mapped by callers to gRPC statuses and XMPP errors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -27,7 +27,12 @@ pub struct Element {
 
 impl Element {
     pub fn new(name: impl Into<String>, ns: impl Into<String>) -> Self {
-        Element { name: name.into(), ns: ns.into(), attrs: Vec::new(), children: Vec::new() }
+        Element {
+            name: name.into(),
+            ns: ns.into(),
+            attrs: Vec::new(),
+            children: Vec::new(),
+        }
     }
 
     /// Builder: set an attribute.
@@ -69,7 +74,10 @@ impl Element {
     }
 
     pub fn get_attr(&self, name: &str) -> Option<&str> {
-        self.attrs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.attrs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn set_attr(&mut self, name: impl Into<String>, value: impl Into<String>) {
@@ -127,7 +135,8 @@ impl Element {
 
     /// Removes every child element with this name and namespace.
     pub fn remove_children(&mut self, name: &str, ns: &str) {
-        self.children.retain(|n| !matches!(n, Node::Element(e) if e.is(name, ns)));
+        self.children
+            .retain(|n| !matches!(n, Node::Element(e) if e.is(name, ns)));
     }
 
     /// Removes every child element for which `f` is true.
@@ -246,7 +255,12 @@ mod tests {
         assert_eq!(e.attrs().count(), 1);
         e.append_child(Element::new("body", "jabber:client").text_node("hi"));
         e.append_child(Element::new("delay", "urn:xmpp:delay"));
-        assert_eq!(e.get_child("body", "jabber:client").map(Element::text).as_deref(), Some("hi"));
+        assert_eq!(
+            e.get_child("body", "jabber:client")
+                .map(Element::text)
+                .as_deref(),
+            Some("hi")
+        );
         e.remove_children("delay", "urn:xmpp:delay");
         assert!(e.get_child("delay", "urn:xmpp:delay").is_none());
         assert_eq!(e.remove_attr("to").as_deref(), Some("c@d"));

@@ -128,7 +128,9 @@ impl StanzaErrorCondition {
             .child(Element::new(self.as_str(), ns::STANZAS_ERR));
         if let Some(t) = text {
             err.append_child(
-                Element::new("text", ns::STANZAS_ERR).attr("xml:lang", "en").text_node(t),
+                Element::new("text", ns::STANZAS_ERR)
+                    .attr("xml:lang", "en")
+                    .text_node(t),
             );
         }
         err
@@ -138,10 +140,13 @@ impl StanzaErrorCondition {
 impl StreamErrorCondition {
     /// The `<stream:error/>` element for this condition.
     pub fn to_element(self, text: Option<&str>) -> Element {
-        let mut err = Element::new("error", ns::STREAM).child(Element::new(self.as_str(), ns::STREAMS_ERR));
+        let mut err =
+            Element::new("error", ns::STREAM).child(Element::new(self.as_str(), ns::STREAMS_ERR));
         if let Some(t) = text {
             err.append_child(
-                Element::new("text", ns::STREAMS_ERR).attr("xml:lang", "en").text_node(t),
+                Element::new("text", ns::STREAMS_ERR)
+                    .attr("xml:lang", "en")
+                    .text_node(t),
             );
         }
         err
@@ -181,10 +186,10 @@ pub fn error_reply(stanza: &Element, cond: StanzaErrorCondition, text: Option<&s
     }
     reply.set_attr("type", "error");
     for c in stanza.nodes() {
-        if let crate::element::Node::Element(e) = c {
-            if !e.is("error", stanza.ns()) {
-                reply.append_child(e.clone());
-            }
+        if let crate::element::Node::Element(e) = c
+            && !e.is("error", stanza.ns())
+        {
+            reply.append_child(e.clone());
         }
     }
     reply.append_child(cond.to_element(text));
@@ -216,14 +221,20 @@ mod tests {
         assert_eq!(r.get_attr("from"), Some("x"));
         assert_eq!(r.get_attr("type"), Some("error"));
         assert!(r.get_child("query", "urn:unknown").is_some());
-        assert_eq!(stanza_error_condition(&r), Some(StanzaErrorCondition::ServiceUnavailable));
+        assert_eq!(
+            stanza_error_condition(&r),
+            Some(StanzaErrorCondition::ServiceUnavailable)
+        );
         let err = r.get_child("error", ns::CLIENT).map(|e| e.get_attr("type"));
         assert_eq!(err, Some(Some("cancel")));
     }
 
     #[test]
     fn conditions_round_trip_names() {
-        for c in [StreamErrorCondition::RestrictedXml, StreamErrorCondition::SystemShutdown] {
+        for c in [
+            StreamErrorCondition::RestrictedXml,
+            StreamErrorCondition::SystemShutdown,
+        ] {
             assert_eq!(StreamErrorCondition::from_name(c.as_str()), Some(c));
         }
         assert_eq!(StanzaErrorCondition::from_name("nope"), None);

@@ -1,18 +1,32 @@
-//! The incremental stream parser. CONTRACT STUB: keep every public signature; replace the
-//! `todo!()` bodies.
+//! The incremental stream parser.
 //!
 //! Bytes are fed as they arrive from the socket, split anywhere (even one byte at a time);
 //! `next_event` returns whole events. quick-xml tokenizes; this module resolves namespaces
 //! itself (a scope stack that starts at the stream header), builds stanza trees, and enforces
 //! RFC 6120 §11 restricted XML and the configured limits.
 
-use crate::element::Element;
+//!
+//! How it works: received bytes are kept in one buffer. `next_event` runs a quick-xml reader
+//! over the unconsumed part, applies every complete token to the tree being built, and
+//! remembers how far it got. When the buffer ends inside a token (a tag, a reference, a CDATA
+//! section), the bytes of that token stay buffered and everything before them is released; a
+//! text run that reaches the end of the buffer is taken as far as it is valid UTF-8. Consumed
+//! bytes are never parsed again, and a token still waiting for its end is not rescanned until
+//! a byte that could end it arrives.
+
+use quick_xml::Reader;
+use quick_xml::errors::{Error as XmlError, IllFormedError, SyntaxError};
+use quick_xml::events::{BytesStart, Event};
+
+use crate::element::{Element, Node};
 use crate::error::StreamErrorCondition;
+use crate::ns;
 
 /// Limits applied while parsing. Exceeding any of them is a `<policy-violation/>`.
 #[derive(Clone, Debug)]
 pub struct Limits {
-    /// The largest stanza, in bytes of its serialized form as received (default 256 KiB).
+    /// The largest stanza, in bytes of its serialized form as received (default 256 KiB). The
+    /// stream header is held to the same limit.
     pub max_stanza_bytes: usize,
     /// The deepest element nesting inside a stanza, the stanza itself being depth 1 (default 32).
     pub max_depth: usize,
@@ -22,7 +36,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_stanza_bytes: 256 * 1024, max_depth: 32, max_attrs: 64 }
+        Limits {
+            max_stanza_bytes: 256 * 1024,
+            max_depth: 32,
+            max_attrs: 64,
+        }
     }
 }
 
@@ -37,7 +55,10 @@ pub struct StreamHeader {
 
 impl StreamHeader {
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.attrs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.attrs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -87,40 +108,1410 @@ impl ParseError {
     }
 }
 
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+#[derive(Debug)]
+enum State {
+    /// Before the stream header.
+    Prolog,
+    /// Inside `<stream:stream>`.
+    Stream,
+    /// After `</stream:stream>`: everything else is ignored.
+    Closed,
+    /// After an error: every call returns it again.
+    Failed(ParseError),
+}
+
+/// What can end a token the buffer stops inside.
+#[derive(Clone, Copy, Debug)]
+enum Wait {
+    /// A tag, CDATA section or declaration: ends with `>`.
+    Markup,
+    /// An entity or character reference: ends with `;` (or fails at `<` or `&`).
+    Reference,
+}
+
+/// An element of the current stanza that is still open.
+#[derive(Debug)]
+struct Open {
+    el: Element,
+    /// The name as written, to match the end tag.
+    qname: Box<str>,
+}
+
+/// The result of one pass over the buffer.
+struct Run {
+    event: Option<StreamEvent>,
+    consumed: usize,
+    wait: Option<Wait>,
+}
+
+impl Run {
+    fn more(consumed: usize, wait: Option<Wait>) -> Self {
+        Run {
+            event: None,
+            consumed,
+            wait,
+        }
+    }
+    fn event(event: StreamEvent, consumed: usize) -> Self {
+        Run {
+            event: Some(event),
+            consumed,
+            wait: None,
+        }
+    }
+}
+
+fn nwf(msg: &str) -> ParseError {
+    ParseError::NotWellFormed(msg.to_owned())
+}
+
 /// The incremental parser for one stream. After an error, the parser is unusable.
 #[derive(Debug)]
 pub struct StreamParser {
-    _todo: (),
+    limits: Limits,
+    /// Received bytes; `buf[head..]` is not yet consumed.
+    buf: Vec<u8>,
+    head: usize,
+    state: State,
+    /// Something was consumed before the root (an XML declaration is then no longer allowed).
+    seen_any: bool,
+    /// The root was an empty element: `Close` follows `Open`.
+    pending_close: bool,
+    /// In-scope namespace declarations, innermost last: (prefix, uri); prefix "" is the default.
+    ns: Vec<(Box<str>, Box<str>)>,
+    /// For each open element (root included), where its declarations start in `ns`.
+    ns_marks: Vec<usize>,
+    /// The root's name as written.
+    root_qname: Box<str>,
+    /// The open elements of the current stanza, stanza first.
+    stack: Vec<Open>,
+    /// Character data not yet attached to the innermost open element.
+    text: String,
+    /// Bytes of the current stanza consumed so far.
+    stanza_bytes: usize,
+    /// The buffer stops inside a token: bytes of `buf[head..]` already known not to end it,
+    /// and what would end it.
+    wait: Option<(usize, Wait)>,
 }
 
 impl StreamParser {
-    pub fn new(_limits: Limits) -> Self {
-        todo!()
+    pub fn new(limits: Limits) -> Self {
+        StreamParser {
+            limits,
+            buf: Vec::new(),
+            head: 0,
+            state: State::Prolog,
+            seen_any: false,
+            pending_close: false,
+            ns: Vec::new(),
+            ns_marks: Vec::new(),
+            root_qname: Box::default(),
+            stack: Vec::new(),
+            text: String::new(),
+            stanza_bytes: 0,
+            wait: None,
+        }
     }
 
     /// Appends received bytes. Never fails; errors surface from `next_event`.
-    pub fn feed(&mut self, _data: &[u8]) {
-        todo!()
+    pub fn feed(&mut self, data: &[u8]) {
+        if matches!(self.state, State::Closed | State::Failed(_)) {
+            return;
+        }
+        if self.head > 0 {
+            self.buf.drain(..self.head);
+            self.head = 0;
+        }
+        self.buf.extend_from_slice(data);
     }
 
     /// The next whole event, `Ok(None)` when more bytes are needed.
     pub fn next_event(&mut self) -> Result<Option<StreamEvent>, ParseError> {
-        todo!()
+        match &self.state {
+            State::Failed(e) => return Err(e.clone()),
+            State::Closed => {
+                self.buf.clear();
+                self.head = 0;
+                return Ok(None);
+            }
+            State::Prolog | State::Stream => {}
+        }
+        if self.pending_close {
+            self.close();
+            return Ok(Some(StreamEvent::Close));
+        }
+        if let Some((seen, wait)) = self.wait {
+            let unconsumed = self.buf.get(self.head..).unwrap_or_default();
+            let fresh = unconsumed.get(seen..).unwrap_or_default();
+            let may_end = match wait {
+                Wait::Markup => fresh.contains(&b'>'),
+                Wait::Reference => fresh.iter().any(|b| matches!(b, b';' | b'<' | b'&')),
+            };
+            if !may_end {
+                self.wait = Some((unconsumed.len(), wait));
+                return self.check_pending().map(|()| None);
+            }
+            self.wait = None;
+        }
+
+        let buf = std::mem::take(&mut self.buf);
+        let result = self.run(buf.get(self.head..).unwrap_or_default());
+        self.buf = buf;
+        let run = match result {
+            Ok(run) => run,
+            Err(e) => return Err(self.fail(e)),
+        };
+        self.head += run.consumed;
+        if self.head >= self.buf.len() {
+            self.buf.clear();
+            self.head = 0;
+        }
+        match run.event {
+            Some(StreamEvent::Close) => {
+                self.close();
+                Ok(Some(StreamEvent::Close))
+            }
+            Some(ev) => Ok(Some(ev)),
+            None => {
+                self.wait = run.wait.map(|w| (self.buf.len() - self.head, w));
+                self.check_pending().map(|()| None)
+            }
+        }
     }
 
     /// Forgets everything (state and buffered bytes) for a stream restart after STARTTLS or
     /// SASL success.
     pub fn reset(&mut self) {
-        todo!()
+        self.buf.clear();
+        self.head = 0;
+        self.state = State::Prolog;
+        self.seen_any = false;
+        self.pending_close = false;
+        self.ns.clear();
+        self.ns_marks.clear();
+        self.root_qname = Box::default();
+        self.stack.clear();
+        self.text.clear();
+        self.stanza_bytes = 0;
+        self.wait = None;
     }
 
-    /// Bytes received but not yet turned into events.
+    /// Bytes received but not yet turned into events: the unconsumed buffer plus the bytes
+    /// of a stanza still being received.
     pub fn buffered(&self) -> usize {
-        todo!()
+        self.buf.len() - self.head + self.stanza_bytes
     }
 
     /// Releases spare buffer capacity (called when the connection goes idle).
     pub fn shrink(&mut self) {
-        todo!()
+        if self.head > 0 {
+            self.buf.drain(..self.head);
+            self.head = 0;
+        }
+        self.buf.shrink_to_fit();
+        self.text.shrink_to_fit();
+        self.stack.shrink_to_fit();
+        self.ns.shrink_to_fit();
+        self.ns_marks.shrink_to_fit();
+    }
+
+    // -----------------------------------------------------------------------------------------
+
+    fn close(&mut self) {
+        self.pending_close = false;
+        self.state = State::Closed;
+        self.buf = Vec::new();
+        self.head = 0;
+        self.wait = None;
+    }
+
+    fn fail(&mut self, e: ParseError) -> ParseError {
+        self.state = State::Failed(e.clone());
+        self.buf = Vec::new();
+        self.head = 0;
+        self.stack = Vec::new();
+        self.text = String::new();
+        self.ns = Vec::new();
+        self.ns_marks = Vec::new();
+        self.wait = None;
+        e
+    }
+
+    /// The unconsumed bytes all belong to the current (unfinished) stanza or header.
+    fn check_pending(&mut self) -> Result<(), ParseError> {
+        let pending = self.buf.len() - self.head;
+        if self.stanza_bytes + pending > self.limits.max_stanza_bytes {
+            return Err(self.fail(ParseError::PolicyViolation("stanza too large")));
+        }
+        Ok(())
+    }
+
+    fn count(&mut self, n: usize) -> Result<(), ParseError> {
+        self.stanza_bytes += n;
+        if self.stanza_bytes > self.limits.max_stanza_bytes {
+            return Err(ParseError::PolicyViolation("stanza too large"));
+        }
+        Ok(())
+    }
+
+    /// One pass over the unconsumed bytes, up to the next event or the end of the data.
+    fn run(&mut self, data: &[u8]) -> Result<Run, ParseError> {
+        let mut pos = 0;
+        if data.starts_with(UTF8_BOM) {
+            if matches!(self.state, State::Prolog) && !self.seen_any {
+                // A byte order mark opening the stream.
+                pos = UTF8_BOM.len();
+            } else {
+                // U+FEFF in character data (the reader would drop it as a BOM).
+                self.text_chunk(UTF8_BOM, false)?;
+                pos = UTF8_BOM.len();
+            }
+        }
+        let slice = data.get(pos..).unwrap_or_default();
+        let base = pos;
+        let mut reader = Reader::from_reader(slice);
+        {
+            let config = reader.config_mut();
+            config.trim_text(false);
+            config.check_end_names = false;
+            config.allow_unmatched_ends = true;
+            config.expand_empty_elements = false;
+            config.allow_dangling_amp = false;
+        }
+        loop {
+            let ev = reader.read_event();
+            // Where the reader stands now (after a text run ending at markup, past the `<`).
+            let at = base + slice.len() - reader.get_ref().len();
+            let ev = match ev {
+                Ok(ev) => ev,
+                Err(e) => return self.reader_error(&e, data.get(pos..).unwrap_or_default(), pos),
+            };
+            match ev {
+                Event::Eof => return Ok(Run::more(pos, None)),
+                Event::Text(t) => {
+                    let end = pos + t.len();
+                    if end >= data.len() {
+                        // The text may go on in the next bytes: take what is certain.
+                        let used = self.text_chunk(&t, true)?;
+                        return Ok(Run::more(pos + used, None));
+                    }
+                    self.text_chunk(&t, false)?;
+                    pos = end;
+                }
+                Event::GeneralRef(r) => {
+                    let c = resolve_reference(&r)?;
+                    if self.stack.is_empty() {
+                        return Err(nwf("character data outside a stanza"));
+                    }
+                    self.count(at - pos)?;
+                    self.text.push(c);
+                    pos = at;
+                }
+                Event::CData(c) => {
+                    if self.stack.is_empty() {
+                        return Err(nwf("character data outside a stanza"));
+                    }
+                    let s = std::str::from_utf8(&c).map_err(|_| nwf("invalid utf-8"))?;
+                    if !valid_chars(s) {
+                        return Err(nwf("invalid character"));
+                    }
+                    self.count(at - pos)?;
+                    push_text(&mut self.text, s);
+                    pos = at;
+                }
+                Event::Start(s) => {
+                    if let Some(ev) = self.start(&s, false, at - pos)? {
+                        return Ok(Run::event(ev, at));
+                    }
+                    pos = at;
+                }
+                Event::Empty(s) => {
+                    if let Some(ev) = self.start(&s, true, at - pos)? {
+                        return Ok(Run::event(ev, at));
+                    }
+                    pos = at;
+                }
+                Event::End(e) => {
+                    if let Some(ev) = self.end(e.name().as_ref(), at - pos)? {
+                        // Bytes after `</stream:stream>` are ignored.
+                        let consumed = if ev == StreamEvent::Close {
+                            data.len()
+                        } else {
+                            at
+                        };
+                        return Ok(Run::event(ev, consumed));
+                    }
+                    pos = at;
+                }
+                Event::Decl(_) => {
+                    if !matches!(self.state, State::Prolog) || self.seen_any {
+                        return Err(ParseError::RestrictedXml("processing instruction"));
+                    }
+                    self.seen_any = true;
+                    pos = at;
+                }
+                Event::PI(_) => return Err(ParseError::RestrictedXml("processing instruction")),
+                Event::Comment(_) => return Err(ParseError::RestrictedXml("comment")),
+                Event::DocType(_) => return Err(ParseError::RestrictedXml("doctype")),
+            }
+        }
+    }
+
+    /// Maps a reader error at `pos` (where the failing token starts, `tail` being the bytes
+    /// from there) to "wait for more bytes" or a stream error.
+    fn reader_error(&self, e: &XmlError, tail: &[u8], pos: usize) -> Result<Run, ParseError> {
+        match e {
+            XmlError::Syntax(SyntaxError::UnclosedTag | SyntaxError::UnclosedCData) => {
+                Ok(Run::more(pos, Some(Wait::Markup)))
+            }
+            XmlError::Syntax(SyntaxError::InvalidBangMarkup) if tail == b"<!" => {
+                Ok(Run::more(pos, Some(Wait::Markup)))
+            }
+            XmlError::Syntax(SyntaxError::UnclosedComment) => {
+                Err(ParseError::RestrictedXml("comment"))
+            }
+            XmlError::Syntax(SyntaxError::UnclosedDoctype) => {
+                Err(ParseError::RestrictedXml("doctype"))
+            }
+            XmlError::Syntax(SyntaxError::UnclosedPIOrXmlDecl) => {
+                if matches!(self.state, State::Prolog) && !self.seen_any && may_be_xml_decl(tail) {
+                    Ok(Run::more(pos, Some(Wait::Markup)))
+                } else {
+                    Err(ParseError::RestrictedXml("processing instruction"))
+                }
+            }
+            XmlError::IllFormed(IllFormedError::UnclosedReference) => {
+                let rest = tail.get(1..).unwrap_or_default();
+                if tail.first() == Some(&b'&')
+                    && !rest.iter().any(|b| matches!(b, b';' | b'<' | b'&'))
+                {
+                    Ok(Run::more(pos, Some(Wait::Reference)))
+                } else {
+                    Err(nwf("unescaped ampersand"))
+                }
+            }
+            XmlError::IllFormed(e) => Err(ParseError::NotWellFormed(e.to_string())),
+            e => Err(ParseError::NotWellFormed(e.to_string())),
+        }
+    }
+
+    /// Character data. With `partial`, the run reaches the end of the buffer: an incomplete
+    /// UTF-8 sequence or a CR (which may start CRLF) at its end is left for later. Returns the
+    /// bytes consumed.
+    fn text_chunk(&mut self, raw: &[u8], partial: bool) -> Result<usize, ParseError> {
+        let s = match std::str::from_utf8(raw) {
+            Ok(s) => s,
+            Err(e) if partial && e.error_len().is_none() => raw
+                .get(..e.valid_up_to())
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .ok_or_else(|| nwf("invalid utf-8"))?,
+            Err(_) => return Err(nwf("invalid utf-8")),
+        };
+        let s = if partial {
+            s.strip_suffix('\r').unwrap_or(s)
+        } else {
+            s
+        };
+        if self.stack.is_empty() {
+            if !s.bytes().all(is_xml_space) {
+                return Err(nwf("character data outside a stanza"));
+            }
+            if !s.is_empty() && matches!(self.state, State::Prolog) {
+                self.seen_any = true;
+            }
+            return Ok(s.len());
+        }
+        if !valid_chars(s) {
+            return Err(nwf("invalid character"));
+        }
+        self.count(s.len())?;
+        push_text(&mut self.text, s);
+        Ok(s.len())
+    }
+
+    /// A start tag (`empty` for `<x/>`) of `len` bytes. Returns the header or a finished stanza.
+    fn start(
+        &mut self,
+        s: &BytesStart<'_>,
+        empty: bool,
+        len: usize,
+    ) -> Result<Option<StreamEvent>, ParseError> {
+        match self.state {
+            State::Prolog => {
+                if len > self.limits.max_stanza_bytes {
+                    return Err(ParseError::PolicyViolation("stanza too large"));
+                }
+                let (el, qname) = self.element(s)?;
+                if el.name() != "stream" || el.ns() != ns::STREAM {
+                    return Err(ParseError::InvalidNamespace);
+                }
+                let default_ns = self.lookup("").unwrap_or_default().to_owned();
+                let attrs = el
+                    .attrs()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect();
+                self.root_qname = qname;
+                self.state = State::Stream;
+                self.seen_any = true;
+                self.pending_close = empty;
+                Ok(Some(StreamEvent::Open(StreamHeader { default_ns, attrs })))
+            }
+            State::Stream => {
+                if self.stack.is_empty() {
+                    self.stanza_bytes = 0;
+                }
+                if self.stack.len() + 1 > self.limits.max_depth {
+                    return Err(ParseError::PolicyViolation("stanza too deep"));
+                }
+                self.count(len)?;
+                let (el, qname) = self.element(s)?;
+                self.flush_text();
+                if empty {
+                    self.pop_scope();
+                    Ok(self.attach(el))
+                } else {
+                    self.stack.push(Open { el, qname });
+                    Ok(None)
+                }
+            }
+            State::Closed | State::Failed(_) => Ok(None),
+        }
+    }
+
+    /// An end tag of `len` bytes. Returns a finished stanza or `Close`.
+    fn end(&mut self, name: &[u8], len: usize) -> Result<Option<StreamEvent>, ParseError> {
+        if !matches!(self.state, State::Stream) {
+            return Err(nwf("end tag outside the stream"));
+        }
+        let name = std::str::from_utf8(name).map_err(|_| nwf("invalid utf-8"))?;
+        let Some(top) = self.stack.last() else {
+            if name == &*self.root_qname {
+                return Ok(Some(StreamEvent::Close));
+            }
+            return Err(nwf("mismatched end tag"));
+        };
+        if name != &*top.qname {
+            return Err(nwf("mismatched end tag"));
+        }
+        self.count(len)?;
+        self.flush_text();
+        let Some(open) = self.stack.pop() else {
+            return Err(nwf("mismatched end tag"));
+        };
+        self.pop_scope();
+        Ok(self.attach(open.el))
+    }
+
+    /// Adds a closed element to its parent, or returns it when it is a whole stanza.
+    fn attach(&mut self, el: Element) -> Option<StreamEvent> {
+        match self.stack.last_mut() {
+            Some(parent) => {
+                parent.el.append_child(el);
+                None
+            }
+            None => {
+                self.stanza_bytes = 0;
+                Some(StreamEvent::Stanza(el))
+            }
+        }
+    }
+
+    fn flush_text(&mut self) {
+        if !self.text.is_empty()
+            && let Some(top) = self.stack.last_mut()
+        {
+            top.el.push_node(Node::Text(std::mem::take(&mut self.text)));
+        }
+    }
+
+    fn pop_scope(&mut self) {
+        if let Some(mark) = self.ns_marks.pop() {
+            self.ns.truncate(mark);
+        }
+    }
+
+    fn lookup(&self, prefix: &str) -> Option<&str> {
+        if prefix == "xml" {
+            return Some(ns::XML);
+        }
+        self.ns
+            .iter()
+            .rev()
+            .find(|(p, _)| &**p == prefix)
+            .map(|(_, uri)| &**uri)
+    }
+
+    /// Builds an element from a start tag: pushes its namespace scope, resolves its name and
+    /// checks its attributes. Returns it with its name as written.
+    fn element(&mut self, s: &BytesStart<'_>) -> Result<(Element, Box<str>), ParseError> {
+        let name = s.name();
+        let qname = std::str::from_utf8(name.as_ref()).map_err(|_| nwf("invalid utf-8"))?;
+        check_qname(qname)?;
+        let mark = self.ns.len();
+        let mut attrs: Vec<(String, String)> = Vec::new();
+        for (n, attr) in s.attributes().enumerate() {
+            if n >= self.limits.max_attrs {
+                return Err(ParseError::PolicyViolation("too many attributes"));
+            }
+            let attr = attr.map_err(|e| ParseError::NotWellFormed(e.to_string()))?;
+            let key = std::str::from_utf8(attr.key.as_ref()).map_err(|_| nwf("invalid utf-8"))?;
+            check_qname(key)?;
+            let value = attribute_value(&attr.value)?;
+            if key == "xmlns" {
+                self.ns.push(("".into(), value.into()));
+            } else if let Some(prefix) = key.strip_prefix("xmlns:") {
+                if value.is_empty() || prefix == "xmlns" || (prefix == "xml") != (value == ns::XML)
+                {
+                    return Err(nwf("invalid namespace declaration"));
+                }
+                self.ns.push((prefix.into(), value.into()));
+            } else {
+                attrs.push((key.to_owned(), value));
+            }
+        }
+        self.ns_marks.push(mark);
+
+        let (prefix, local) = match qname.split_once(':') {
+            Some((p, l)) => (Some(p), l),
+            None => (None, qname),
+        };
+        let uri = match prefix {
+            None => self.lookup("").unwrap_or_default(),
+            Some(p) => self.lookup(p).ok_or(ParseError::BadNamespacePrefix)?,
+        };
+        for (k, _) in &attrs {
+            if let Some((p, _)) = k.split_once(':')
+                && self.lookup(p).is_none()
+            {
+                return Err(ParseError::BadNamespacePrefix);
+            }
+        }
+        let mut el = Element::new(local, uri);
+        for (k, v) in attrs {
+            el.set_attr(k, v);
+        }
+        Ok((el, qname.into()))
+    }
+}
+
+fn is_xml_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+/// A character XML 1.0 allows (`Char` production).
+fn is_xml_char(c: char) -> bool {
+    matches!(c as u32, 0x9 | 0xA | 0xD | 0x20..=0xD7FF | 0xE000..=0xFFFD | 0x10000..=0x10_FFFF)
+}
+
+/// True when every character of `s` is an XML 1.0 `Char` (UTF-8 already excludes surrogates;
+/// this rejects C0 controls other than tab, LF and CR, and U+FFFE / U+FFFF).
+fn valid_chars(s: &str) -> bool {
+    let b = s.as_bytes();
+    for (i, &c) in b.iter().enumerate() {
+        if c < 0x20 {
+            if !matches!(c, b'\t' | b'\n' | b'\r') {
+                return false;
+            }
+        } else if c == 0xEF
+            && b.get(i + 1) == Some(&0xBF)
+            && matches!(b.get(i + 2), Some(0xBE | 0xBF))
+        {
+            return false;
+        }
+    }
+    true
+}
+
+/// Appends character data with XML end-of-line handling (CRLF and lone CR become LF).
+fn push_text(out: &mut String, s: &str) {
+    if !s.contains('\r') {
+        out.push_str(s);
+        return;
+    }
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\r' {
+            if chars.peek() == Some(&'\n') {
+                chars.next();
+            }
+            out.push('\n');
+        } else {
+            out.push(c);
+        }
+    }
+}
+
+/// A plausible start of the XML declaration `<?xml ...?>`.
+fn may_be_xml_decl(tail: &[u8]) -> bool {
+    const DECL: &[u8] = b"<?xml";
+    if tail.len() <= DECL.len() {
+        DECL.starts_with(tail)
+    } else {
+        tail.starts_with(DECL) && tail.get(DECL.len()).is_some_and(|&b| is_xml_space(b))
+    }
+}
+
+fn is_name_start(c: char) -> bool {
+    c.is_alphabetic() || c == '_' || (!c.is_ascii() && !c.is_whitespace() && !c.is_control())
+}
+
+fn is_name_char(c: char) -> bool {
+    is_name_start(c) || c.is_alphanumeric() || matches!(c, '-' | '.')
+}
+
+fn is_ncname(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(is_name_start) && chars.all(is_name_char)
+}
+
+/// An element or attribute name: an NCName, or two joined by one `:`.
+fn check_qname(name: &str) -> Result<(), ParseError> {
+    let ok = match name.split_once(':') {
+        Some((p, l)) => is_ncname(p) && is_ncname(l),
+        None => is_ncname(name),
+    };
+    if ok { Ok(()) } else { Err(nwf("invalid name")) }
+}
+
+/// Resolves the inside of `&...;`: the five predefined entities and character references.
+fn resolve_reference(name: &[u8]) -> Result<char, ParseError> {
+    match name {
+        b"amp" => Ok('&'),
+        b"lt" => Ok('<'),
+        b"gt" => Ok('>'),
+        b"quot" => Ok('"'),
+        b"apos" => Ok('\''),
+        [b'#', rest @ ..] => {
+            let (radix, digits) = match rest {
+                [b'x', hex @ ..] => (16, hex),
+                dec => (10, dec),
+            };
+            let digits = std::str::from_utf8(digits).map_err(|_| nwf("bad character reference"))?;
+            if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+                return Err(nwf("bad character reference"));
+            }
+            let c = u32::from_str_radix(digits, radix)
+                .ok()
+                .and_then(char::from_u32)
+                .ok_or_else(|| nwf("bad character reference"))?;
+            if !is_xml_char(c) {
+                return Err(nwf("invalid character"));
+            }
+            Ok(c)
+        }
+        _ => match std::str::from_utf8(name) {
+            Ok(n) if is_ncname(n) => Err(ParseError::RestrictedXml("entity reference")),
+            _ => Err(nwf("bad reference")),
+        },
+    }
+}
+
+/// Unescapes and normalizes an attribute value as written between its quotes.
+fn attribute_value(raw: &[u8]) -> Result<String, ParseError> {
+    let s = std::str::from_utf8(raw).map_err(|_| nwf("invalid utf-8"))?;
+    if s.contains('<') {
+        return Err(nwf("'<' in attribute value"));
+    }
+    if !valid_chars(s) {
+        return Err(nwf("invalid character"));
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('&') {
+        push_attr_text(&mut out, rest.get(..i).unwrap_or_default());
+        let after = rest.get(i + 1..).unwrap_or_default();
+        let end = after.find(';').ok_or_else(|| nwf("unescaped ampersand"))?;
+        out.push(resolve_reference(
+            after.get(..end).unwrap_or_default().as_bytes(),
+        )?);
+        rest = after.get(end + 1..).unwrap_or_default();
+    }
+    push_attr_text(&mut out, rest);
+    Ok(out)
+}
+
+/// Attribute-value normalization (XML 1.0 §3.3.3): CRLF, CR, LF and tab become a space.
+fn push_attr_text(out: &mut String, s: &str) {
+    if !s.bytes().any(|b| matches!(b, b'\t' | b'\n' | b'\r')) {
+        out.push_str(s);
+        return;
+    }
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => {
+                if chars.peek() == Some(&'\n') {
+                    chars.next();
+                }
+                out.push(' ');
+            }
+            '\n' | '\t' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+        xmlns:stream='http://etherx.jabber.org/streams' to='example.com' version='1.0' \
+        xml:lang='en'>";
+
+    /// A header that fits small limits.
+    const SHORT_HEADER: &str =
+        "<stream:stream xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:client'>";
+
+    fn transcript() -> Vec<u8> {
+        let mut s = String::new();
+        s.push('\u{FEFF}');
+        s.push_str(HEADER);
+        s.push_str("\n  <starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>\n ");
+        s.push_str(
+            "<auth xmlns=\"urn:ietf:params:xml:ns:xmpp-sasl\" mechanism='SCRAM-SHA-1'>\
+             biwsbj1qdWxpZXQscj1vTXNUQUF3QUFBQU1BQUFBTlAwVEFBQUFBQUJQVTBBQQ==</auth>",
+        );
+        s.push_str(
+            "<iq type='set' id='bind_1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>\
+             <resource>balcony</resource></bind></iq> \t\r\n",
+        );
+        s.push_str(
+            "<message to='romeo@example.net' type='chat' xml:lang='en' id='a&amp;b&#x27;c'>\
+             <body>Wherefore art thou, Ромео? &lt;3 &amp; caf&#xE9; &#233;\r\nline2\rline3</body>\
+             <x:delay xmlns:x='urn:xmpp:delay' stamp='2002-09-10T23:08:25Z'/>\
+             <thread>t1</thread ></message>",
+        );
+        s.push_str(
+            "<presence><show>away</show><status>in a &quot;meeting&quot; \u{1F600}</status>\
+             <c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='n' ver='v'/>\
+             <x xmlns=''><![CDATA[<cdata & stuff>]]></x></presence>",
+        );
+        s.push_str(
+            "<iq type='get' id='r1'><query xmlns='jabber:iq:roster'><item jid='a@b' \
+             name='A\tB\nC' note=\"1>0 '\"/></query></iq>",
+        );
+        s.push_str(
+            "<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></stream:features>",
+        );
+        s.push_str(
+            "<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>\
+             <text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>gone</text></stream:error>",
+        );
+        s.push_str("  </stream:stream>trailing <garbage & stuff");
+        s.into_bytes()
+    }
+
+    fn parser() -> StreamParser {
+        StreamParser::new(Limits::default())
+    }
+
+    /// Feeds the chunks, collecting events until an error.
+    fn run_chunks<'a>(
+        p: &mut StreamParser,
+        chunks: impl IntoIterator<Item = &'a [u8]>,
+    ) -> (Vec<StreamEvent>, Option<ParseError>) {
+        let mut events = Vec::new();
+        for chunk in chunks {
+            p.feed(chunk);
+            loop {
+                match p.next_event() {
+                    Ok(Some(ev)) => events.push(ev),
+                    Ok(None) => break,
+                    Err(e) => return (events, Some(e)),
+                }
+            }
+        }
+        (events, None)
+    }
+
+    fn parse_all(data: &[u8]) -> (Vec<StreamEvent>, Option<ParseError>) {
+        run_chunks(&mut parser(), [data])
+    }
+
+    fn stanzas(events: &[StreamEvent]) -> Vec<&Element> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                StreamEvent::Stanza(s) => Some(s),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Parses `HEADER` + `body` and returns the error (or panics if there is none).
+    fn error_of(body: &[u8]) -> ParseError {
+        let mut data = HEADER.as_bytes().to_vec();
+        data.extend_from_slice(body);
+        let (_, err) = parse_all(&data);
+        err.unwrap_or_else(|| panic!("no error for {:?}", String::from_utf8_lossy(body)))
+    }
+
+    fn first_stanza(body: &str) -> Element {
+        let data = format!("{HEADER}{body}");
+        let (events, err) = parse_all(data.as_bytes());
+        assert_eq!(err, None, "{body}");
+        stanzas(&events)
+            .first()
+            .map(|e| (*e).clone())
+            .expect("a stanza")
+    }
+
+    #[test]
+    fn full_session_whole() {
+        let (events, err) = parse_all(&transcript());
+        assert_eq!(err, None);
+        assert_eq!(events.len(), 10);
+        let StreamEvent::Open(h) = &events[0] else {
+            panic!("no header")
+        };
+        assert_eq!(h.default_ns, "jabber:client");
+        assert_eq!(h.get("to"), Some("example.com"));
+        assert_eq!(h.get("version"), Some("1.0"));
+        assert_eq!(h.get("xml:lang"), Some("en"));
+        assert_eq!(h.attrs.len(), 3);
+        assert_eq!(events.last(), Some(&StreamEvent::Close));
+
+        let st = stanzas(&events);
+        assert!(st[0].is("starttls", ns::TLS));
+        assert!(st[1].is("auth", ns::SASL));
+        assert_eq!(st[1].get_attr("mechanism"), Some("SCRAM-SHA-1"));
+        assert!(st[1].text().starts_with("biws"));
+        assert!(st[2].is("iq", ns::CLIENT));
+        let bind = st[2].get_child("bind", ns::BIND).unwrap();
+        assert_eq!(
+            bind.get_child("resource", ns::BIND).unwrap().text(),
+            "balcony"
+        );
+
+        let msg = st[3];
+        assert!(msg.is("message", ns::CLIENT));
+        assert_eq!(msg.get_attr("id"), Some("a&b'c"));
+        assert_eq!(msg.get_attr("xml:lang"), Some("en"));
+        assert_eq!(
+            msg.get_child("body", ns::CLIENT).unwrap().text(),
+            "Wherefore art thou, Ромео? <3 & café é\nline2\nline3"
+        );
+        let delay = msg.get_child("delay", ns::DELAY).unwrap();
+        assert_eq!(delay.name(), "delay");
+        assert_eq!(delay.get_attr("stamp"), Some("2002-09-10T23:08:25Z"));
+        // The prefix declaration is not an attribute.
+        assert_eq!(delay.attrs().count(), 1);
+        assert_eq!(msg.get_child("thread", ns::CLIENT).unwrap().text(), "t1");
+
+        let pres = st[4];
+        assert_eq!(
+            pres.get_child("status", ns::CLIENT).unwrap().text(),
+            "in a \"meeting\" 😀"
+        );
+        assert!(
+            pres.get_child("c", "http://jabber.org/protocol/caps")
+                .is_some()
+        );
+        assert_eq!(pres.get_child("x", "").unwrap().text(), "<cdata & stuff>");
+
+        let item = st[5]
+            .get_child("query", ns::ROSTER)
+            .unwrap()
+            .get_child("item", ns::ROSTER);
+        assert_eq!(item.unwrap().get_attr("name"), Some("A B C"));
+        assert_eq!(item.unwrap().get_attr("note"), Some("1>0 '"));
+
+        assert!(st[6].is("features", ns::STREAM));
+        assert!(st[6].get_child("bind", ns::BIND).is_some());
+        assert!(st[7].is("error", ns::STREAM));
+        assert!(st[7].get_child("conflict", ns::STREAMS_ERR).is_some());
+        assert_eq!(
+            st[7].get_child("text", ns::STREAMS_ERR).unwrap().text(),
+            "gone"
+        );
+    }
+
+    #[test]
+    fn full_session_one_byte_at_a_time() {
+        let data = transcript();
+        let whole = parse_all(&data);
+        let mut p = parser();
+        let bytes = run_chunks(&mut p, data.chunks(1));
+        assert_eq!(bytes, whole);
+        assert_eq!(p.buffered(), 0);
+    }
+
+    #[test]
+    fn full_session_at_every_split_point() {
+        let data = transcript();
+        let whole = parse_all(&data);
+        for i in 0..=data.len() {
+            let (a, b) = data.split_at(i);
+            assert_eq!(run_chunks(&mut parser(), [a, b]), whole, "split at {i}");
+        }
+        // And in three pieces around a multi-byte character and a CRLF.
+        let cyr = data.windows(2).position(|w| w == "Р".as_bytes()).unwrap();
+        let crlf = cyr + data[cyr..].windows(2).position(|w| w == b"\r\n").unwrap();
+        for (i, j) in [(cyr + 1, cyr + 2), (crlf + 1, crlf + 2), (cyr, crlf + 1)] {
+            let parts = [&data[..i], &data[i..j], &data[j..]];
+            assert_eq!(run_chunks(&mut parser(), parts), whole);
+        }
+    }
+
+    #[test]
+    fn prefixes_and_header_namespaces() {
+        let header = "<stream:stream xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' \
+                      xmlns:db='jabber:server:dialback'>";
+        let body = "<db:result from='a' to='b'>key</db:result>\
+                    <foo:x xmlns:foo='urn:u' foo:attr='1'><foo:y/><z/></foo:x>\
+                    <message xmlns:foo='urn:v'><foo:x/></message>";
+        let (events, err) = parse_all(format!("{header}{body}").as_bytes());
+        assert_eq!(err, None);
+        let StreamEvent::Open(h) = &events[0] else {
+            panic!()
+        };
+        assert_eq!(h.default_ns, "jabber:server");
+        assert!(h.attrs.is_empty());
+        let st = stanzas(&events);
+        assert!(st[0].is("result", "jabber:server:dialback"));
+        assert_eq!(st[0].text(), "key");
+        assert!(st[1].is("x", "urn:u"));
+        assert_eq!(st[1].get_attr("foo:attr"), Some("1"));
+        assert!(st[1].get_child("y", "urn:u").is_some());
+        assert!(st[1].get_child("z", "jabber:server").is_some());
+        // A prefix declared on one stanza does not leak into the next.
+        assert!(st[2].get_child("x", "urn:v").is_some());
+        assert_eq!(error_of(b"<foo:x/>"), ParseError::BadNamespacePrefix);
+        assert_eq!(
+            error_of(b"<m xmlns:a='u'/><a:x/>"),
+            ParseError::BadNamespacePrefix
+        );
+        assert_eq!(
+            error_of(b"<m><a:x xmlns:b='u'/></m>"),
+            ParseError::BadNamespacePrefix
+        );
+        assert_eq!(
+            error_of(b"<m bad:attr='1'/>"),
+            ParseError::BadNamespacePrefix
+        );
+        assert!(matches!(
+            error_of(b"<m xmlns:a=''/>"),
+            ParseError::NotWellFormed(_)
+        ));
+        assert!(matches!(
+            error_of(b"<m xmlns:xml='urn:x'/>"),
+            ParseError::NotWellFormed(_)
+        ));
+        assert_eq!(
+            first_stanza("<m xml:lang='de'/>").get_attr("xml:lang"),
+            Some("de")
+        );
+    }
+
+    #[test]
+    fn serialized_stanza_reparses_identically() {
+        let msg = first_stanza(
+            "<message to='a@b'><body>x &amp; y &lt; z</body><x:e xmlns:x='urn:e' k='&quot;'/></message>",
+        );
+        let bytes = msg.to_bytes_in(ns::CLIENT);
+        let again = first_stanza(std::str::from_utf8(&bytes).unwrap());
+        assert_eq!(again, msg);
+    }
+
+    #[test]
+    fn root_must_be_stream_in_streams_namespace() {
+        let bad = [
+            "<stream:stream xmlns:stream='urn:wrong'>",
+            "<stream xmlns='jabber:client'>",
+            "<stream:foo xmlns:stream='http://etherx.jabber.org/streams'>",
+            "<message xmlns='jabber:client'/>",
+        ];
+        for h in bad {
+            assert_eq!(
+                parse_all(h.as_bytes()).1,
+                Some(ParseError::InvalidNamespace),
+                "{h}"
+            );
+        }
+        assert_eq!(
+            parse_all(b"<stream:stream xmlns='jabber:client'>").1,
+            Some(ParseError::BadNamespacePrefix)
+        );
+        // The streams namespace as the default namespace is acceptable XML.
+        let (ev, err) =
+            parse_all(b"<stream xmlns='http://etherx.jabber.org/streams'><x/></stream>");
+        assert_eq!(err, None);
+        assert_eq!(ev.len(), 3);
+        assert!(stanzas(&ev)[0].is("x", ns::STREAM));
+    }
+
+    #[test]
+    fn empty_root_opens_and_closes() {
+        let (ev, err) = parse_all(
+            b"<stream:stream xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:client'/>",
+        );
+        assert_eq!(err, None);
+        assert!(matches!(ev[0], StreamEvent::Open(_)));
+        assert_eq!(ev[1], StreamEvent::Close);
+        assert_eq!(ev.len(), 2);
+    }
+
+    #[test]
+    fn restricted_xml_is_rejected() {
+        let comment = ParseError::RestrictedXml("comment");
+        let pi = ParseError::RestrictedXml("processing instruction");
+        let entity = ParseError::RestrictedXml("entity reference");
+        let doctype = ParseError::RestrictedXml("doctype");
+        assert_eq!(error_of(b"<!-- hi -->"), comment);
+        assert_eq!(error_of(b"<message><!-- hi --></message>"), comment);
+        // Detected before the comment is complete.
+        assert_eq!(error_of(b"<message><!-- never ending"), comment);
+        assert_eq!(error_of(b"<message><?pi data?></message>"), pi);
+        assert_eq!(error_of(b"<?xml version='1.0'?>"), pi);
+        assert_eq!(error_of(b"<message><body>&foo;</body></message>"), entity);
+        assert_eq!(error_of(b"<message a='x&foo;y'/>"), entity);
+        assert_eq!(error_of(b"<!DOCTYPE x>"), doctype);
+        assert_eq!(
+            parse_all(b"<!DOCTYPE stream [<!ENTITY x 'y'>]>").1,
+            Some(doctype)
+        );
+        assert_eq!(parse_all(b"<!-- c --><stream:stream/>").1, Some(comment));
+        assert_eq!(parse_all(b"<?php x?>").1, Some(pi));
+        // Split anywhere, the entity reference is still caught.
+        let mut data = HEADER.as_bytes().to_vec();
+        data.extend_from_slice(b"<m>a&foo;b</m>");
+        for i in 0..data.len() {
+            let (a, b) = data.split_at(i);
+            let (_, err) = run_chunks(&mut parser(), [a, b]);
+            assert_eq!(err, Some(entity.clone()), "split at {i}");
+        }
+    }
+
+    #[test]
+    fn not_well_formed_input_is_rejected() {
+        let cases: &[&[u8]] = &[
+            b"<message></presence>",
+            b"<message><body></message></body>",
+            b"</message>",
+            b"hello",
+            b"<m>&#0;</m>",
+            b"<m>&#x1;</m>",
+            b"<m>&#xD800;</m>",
+            b"<m>&#xFFFE;</m>",
+            b"<m>&#;</m>",
+            b"<m>&#xZZ;</m>",
+            b"<m>&#99999999999;</m>",
+            b"<m a='&#1;'/>",
+            b"<m>\x01</m>",
+            b"<m>\xEF\xBF\xBF</m>",
+            b"<m a='\x02'/>",
+            b"<m>a & b</m>",
+            b"<m a='a & b'/>",
+            b"<m a='<'/>",
+            b"<m a='1' a='2'/>",
+            b"<m a/>",
+            b"<1m/>",
+            b"<m>\xff</m>",
+            b"<m a='\xc3\x28'/>",
+            b"&amp;",
+            b"<![CDATA[x]]>",
+            b"</stream:foo>",
+            b"<!x>",
+        ];
+        for body in cases {
+            let err = error_of(body);
+            assert!(
+                matches!(err, ParseError::NotWellFormed(_)),
+                "{:?}: {err:?}",
+                String::from_utf8_lossy(body)
+            );
+            assert_eq!(err.condition(), StreamErrorCondition::NotWellFormed);
+        }
+        assert!(matches!(
+            parse_all(b"</stream:stream>").1,
+            Some(ParseError::NotWellFormed(_))
+        ));
+        assert!(matches!(
+            parse_all(b"junk").1,
+            Some(ParseError::NotWellFormed(_))
+        ));
+    }
+
+    #[test]
+    fn invalid_utf8_split_across_feeds() {
+        let mut p = parser();
+        let (ev, err) = run_chunks(
+            &mut p,
+            [HEADER.as_bytes(), b"<m><body>ab\xC3", b"\xA9</body></m>"],
+        );
+        assert_eq!(err, None);
+        assert_eq!(
+            stanzas(&ev)[0]
+                .get_child("body", ns::CLIENT)
+                .unwrap()
+                .text(),
+            "abé"
+        );
+
+        let mut p = parser();
+        let (_, err) = run_chunks(
+            &mut p,
+            [HEADER.as_bytes(), b"<m><body>ab\xC3", b"\x28</body></m>"],
+        );
+        assert!(matches!(err, Some(ParseError::NotWellFormed(_))));
+        // Errors are sticky, and later bytes change nothing.
+        p.feed(b"<m/>");
+        assert_eq!(p.next_event(), Err(err.unwrap()));
+    }
+
+    #[test]
+    fn whitespace_keepalives_are_skipped() {
+        let mut p = parser();
+        let (ev, err) = run_chunks(
+            &mut p,
+            [HEADER.as_bytes(), b" ", b"\n", b"\t \r\n", b"<m/>", b" "],
+        );
+        assert_eq!(err, None);
+        assert_eq!(ev.len(), 2);
+        assert_eq!(p.next_event(), Ok(None));
+        // Whitespace inside a stanza is kept.
+        let m = first_stanza("<m> <b>x</b> </m>");
+        assert_eq!(m.nodes().len(), 3);
+    }
+
+    #[test]
+    fn stanza_size_limit() {
+        let limits = Limits {
+            max_stanza_bytes: 100,
+            ..Limits::default()
+        };
+        let big = format!("<m><b>{}</b></m>", "x".repeat(100));
+        // Whole in one feed.
+        let mut p = StreamParser::new(limits.clone());
+        let (_, err) = run_chunks(&mut p, [SHORT_HEADER.as_bytes(), big.as_bytes()]);
+        assert_eq!(err, Some(ParseError::PolicyViolation("stanza too large")));
+        // One byte at a time.
+        let mut p = StreamParser::new(limits.clone());
+        let (_, err) = run_chunks(
+            &mut p,
+            [SHORT_HEADER.as_bytes()]
+                .into_iter()
+                .chain(big.as_bytes().chunks(1)),
+        );
+        assert_eq!(err, Some(ParseError::PolicyViolation("stanza too large")));
+        assert_eq!(
+            err.unwrap().condition(),
+            StreamErrorCondition::PolicyViolation
+        );
+
+        // A never-ending start tag or text is caught long before it ends.
+        for prefix in ["<m a='", "<m>", "<m><![CDATA[", "<m>&#x"] {
+            let mut p = StreamParser::new(limits.clone());
+            p.feed(SHORT_HEADER.as_bytes());
+            assert!(matches!(p.next_event(), Ok(Some(StreamEvent::Open(_)))));
+            p.feed(prefix.as_bytes());
+            let mut fed = prefix.len();
+            let err = loop {
+                match p.next_event() {
+                    Ok(None) => {}
+                    other => break other,
+                }
+                p.feed(b"0000000000");
+                fed += 10;
+                assert!(fed < 1000, "{prefix}: no error after {fed} bytes");
+            };
+            assert_eq!(
+                err,
+                Err(ParseError::PolicyViolation("stanza too large")),
+                "{prefix}"
+            );
+            assert!(fed <= 111, "{prefix}: {fed}");
+        }
+
+        // Many small stanzas in one buffer are fine, even when together over the limit.
+        let small = "<m><b>0123456789</b></m>".repeat(50);
+        let mut p = StreamParser::new(limits.clone());
+        let (ev, err) = run_chunks(&mut p, [SHORT_HEADER.as_bytes(), small.as_bytes()]);
+        assert_eq!(err, None);
+        assert_eq!(ev.len(), 51);
+        // Exactly at the limit is allowed.
+        let exact = format!("<m>{}</m>", "y".repeat(100 - 7));
+        let (ev, err) = run_chunks(
+            &mut StreamParser::new(limits),
+            [SHORT_HEADER.as_bytes(), exact.as_bytes()],
+        );
+        assert_eq!(err, None);
+        assert_eq!(ev.len(), 2);
+    }
+
+    #[test]
+    fn header_size_is_limited() {
+        let limits = Limits {
+            max_stanza_bytes: 64,
+            ..Limits::default()
+        };
+        let mut p = StreamParser::new(limits.clone());
+        p.feed(b"<stream:stream xmlns:stream='http://etherx.jabber.org/streams' to='");
+        p.feed(&[b'x'; 100]);
+        assert_eq!(
+            p.next_event(),
+            Err(ParseError::PolicyViolation("stanza too large"))
+        );
+        // Also when it arrives complete in one piece.
+        let header = format!(
+            "<stream:stream xmlns:stream='http://etherx.jabber.org/streams' to='{}'>",
+            "x".repeat(100)
+        );
+        let (_, err) = run_chunks(&mut StreamParser::new(limits), [header.as_bytes()]);
+        assert_eq!(err, Some(ParseError::PolicyViolation("stanza too large")));
+    }
+
+    #[test]
+    fn depth_limit() {
+        let limits = Limits {
+            max_depth: 3,
+            ..Limits::default()
+        };
+        let ok = format!("{HEADER}<a><b><c/></b></a>");
+        let (ev, err) = run_chunks(&mut StreamParser::new(limits.clone()), [ok.as_bytes()]);
+        assert_eq!(err, None);
+        assert_eq!(ev.len(), 2);
+        let deep = format!("{HEADER}<a><b><c><d/></c></b></a>");
+        let (_, err) = run_chunks(&mut StreamParser::new(limits), [deep.as_bytes()]);
+        assert_eq!(err, Some(ParseError::PolicyViolation("stanza too deep")));
+    }
+
+    #[test]
+    fn attribute_limit() {
+        let limits = Limits {
+            max_attrs: 3,
+            ..Limits::default()
+        };
+        let header =
+            "<stream:stream xmlns:stream='http://etherx.jabber.org/streams' xmlns='jabber:client'>";
+        let ok = format!("{header}<a x='1' y='2' xmlns:p='u'/>");
+        let (ev, err) = run_chunks(&mut StreamParser::new(limits.clone()), [ok.as_bytes()]);
+        assert_eq!(err, None);
+        assert_eq!(ev.len(), 2);
+        let many = format!("{header}<a><b w='0' x='1' y='2' z='3'/></a>");
+        let (_, err) = run_chunks(&mut StreamParser::new(limits.clone()), [many.as_bytes()]);
+        assert_eq!(
+            err,
+            Some(ParseError::PolicyViolation("too many attributes"))
+        );
+        // The header counts too.
+        let (_, err) = run_chunks(&mut StreamParser::new(limits), [HEADER.as_bytes()]);
+        assert_eq!(
+            err,
+            Some(ParseError::PolicyViolation("too many attributes"))
+        );
+    }
+
+    #[test]
+    fn bytes_after_close_are_ignored() {
+        let mut p = parser();
+        let data = format!("{HEADER}<m/></stream:stream><m/><<<&&&");
+        let (ev, err) = run_chunks(&mut p, [data.as_bytes()]);
+        assert_eq!(err, None);
+        assert_eq!(ev.len(), 3);
+        assert_eq!(ev[2], StreamEvent::Close);
+        p.feed(b"<more/>");
+        assert_eq!(p.next_event(), Ok(None));
+        assert_eq!(p.buffered(), 0);
+    }
+
+    #[test]
+    fn reset_after_starttls() {
+        let mut p = parser();
+        p.feed(HEADER.as_bytes());
+        p.feed(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>\x16\x03\x01");
+        assert!(matches!(p.next_event(), Ok(Some(StreamEvent::Open(_)))));
+        assert!(
+            matches!(p.next_event(), Ok(Some(StreamEvent::Stanza(s))) if s.is("starttls", ns::TLS))
+        );
+        // The bytes after `<starttls/>` belong to the TLS handshake, never to this parser.
+        assert_eq!(p.buffered(), 3);
+        p.reset();
+        assert_eq!(p.buffered(), 0);
+        let header2 = HEADER.replace("jabber:client", "jabber:server");
+        let (ev, err) = run_chunks(&mut p, [header2.as_bytes(), b"<m/>"]);
+        assert_eq!(err, None);
+        let StreamEvent::Open(h) = &ev[0] else {
+            panic!()
+        };
+        assert_eq!(h.default_ns, "jabber:server");
+        assert!(stanzas(&ev)[0].is("m", "jabber:server"));
+
+        // Reset also recovers a failed parser.
+        let mut p = parser();
+        let (_, err) = run_chunks(&mut p, [b"junk".as_slice()]);
+        assert!(err.is_some());
+        p.reset();
+        let (ev, err) = run_chunks(&mut p, [HEADER.as_bytes()]);
+        assert_eq!((ev.len(), err), (1, None));
+    }
+
+    #[test]
+    fn buffered_and_shrink() {
+        let mut p = parser();
+        p.feed(HEADER.as_bytes());
+        assert_eq!(p.buffered(), HEADER.len());
+        assert!(matches!(p.next_event(), Ok(Some(StreamEvent::Open(_)))));
+        assert_eq!(p.buffered(), 0);
+        let big = format!("<m><b>{}</b></m>", "z".repeat(50_000));
+        p.feed(big.as_bytes());
+        p.feed(b"<m");
+        assert!(matches!(p.next_event(), Ok(Some(StreamEvent::Stanza(_)))));
+        assert_eq!(p.next_event(), Ok(None));
+        assert_eq!(p.buffered(), 2);
+        assert!(p.buf.capacity() >= 50_000);
+        p.shrink();
+        assert!(p.buf.capacity() < 64);
+        assert_eq!(p.buffered(), 2);
+        p.feed(b"/>");
+        assert!(matches!(p.next_event(), Ok(Some(StreamEvent::Stanza(_)))));
+        // A partly received stanza counts as buffered.
+        p.feed(b"<m><b>abc");
+        assert_eq!(p.next_event(), Ok(None));
+        assert_eq!(p.buffered(), 9);
+        assert_eq!(p.text, "abc");
+        // A token cut short is not rescanned until a byte that can end it arrives.
+        p.feed(b"</b");
+        assert_eq!(p.next_event(), Ok(None));
+        assert!(matches!(p.wait, Some((3, Wait::Markup))));
+        p.feed(b"  ");
+        assert_eq!(p.next_event(), Ok(None));
+        assert!(matches!(p.wait, Some((5, Wait::Markup))));
+        p.feed(b"></m>");
+        assert!(matches!(p.next_event(), Ok(Some(StreamEvent::Stanza(s)))
+            if s.get_child("b", ns::CLIENT).map(Element::text).as_deref() == Some("abc")));
+        assert!(p.wait.is_none());
+        assert!(std::mem::size_of::<StreamParser>() <= 256);
+    }
+
+    #[test]
+    fn xml_declaration_and_bom() {
+        for prefix in [
+            "",
+            "\u{FEFF}",
+            "<?xml version='1.0' encoding='UTF-8'?>",
+            "\u{FEFF}<?xml version='1.0'?>\n",
+        ] {
+            let data =
+                format!("{prefix}<stream:stream xmlns:stream='http://etherx.jabber.org/streams'>");
+            let (ev, err) = parse_all(data.as_bytes());
+            assert_eq!((ev.len(), err), (1, None), "{prefix:?}");
+        }
+        assert_eq!(
+            parse_all(b"\n<?xml version='1.0'?>").1,
+            Some(ParseError::RestrictedXml("processing instruction"))
+        );
+        // U+FEFF inside character data is kept even where a buffer starts with it.
+        let mut p = parser();
+        let (ev, err) = run_chunks(
+            &mut p,
+            [HEADER.as_bytes(), b"<m>a", "\u{FEFF}b</m>".as_bytes()],
+        );
+        assert_eq!(err, None);
+        assert_eq!(stanzas(&ev)[0].text(), "a\u{FEFF}b");
     }
 }

@@ -1,0 +1,1008 @@
+//! One client connection: transport (plain, then TLS), stream negotiation, and the bound
+//! stanza loop.
+//!
+//! A single task owns the connection. It waits on the socket, on the outbound queue the session
+//! service delivers into, on its timers and on the shutdown signal. Reads are cancel-safe, so
+//! any branch may win. Writes are batched: everything queued is serialized into one buffer and
+//! flushed once.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use session::{ClientSink, SessionToken, SinkError, ToClient};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use xmpp::parser::{StreamEvent, StreamHeader, StreamParser};
+use xmpp::scram::{ScramHash, ScramServer};
+use xmpp::{BareJid, Element, FullJid, StanzaErrorCondition, StreamErrorCondition, ns};
+
+use crate::sasl::{self, Mechanism, SaslFailure};
+use crate::{EdgeContext, ListenMode};
+
+/// How much to try to read at once. The buffer is released while the connection is idle.
+const READ_CHUNK: usize = 4096;
+
+enum Transport {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    Gone,
+}
+
+impl Transport {
+    async fn read_buf(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        match self {
+            Transport::Plain(s) => s.read_buf(buf).await,
+            Transport::Tls(s) => s.read_buf(buf).await,
+            Transport::Gone => Ok(0),
+        }
+    }
+
+    async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        match self {
+            Transport::Plain(s) => {
+                s.write_all(data).await?;
+                s.flush().await
+            }
+            Transport::Tls(s) => {
+                s.write_all(data).await?;
+                s.flush().await
+            }
+            Transport::Gone => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        let _ = match self {
+            Transport::Plain(s) => s.shutdown().await,
+            Transport::Tls(s) => s.shutdown().await,
+            Transport::Gone => Ok(()),
+        };
+    }
+
+    fn is_tls(&self) -> bool {
+        matches!(self, Transport::Tls(_))
+    }
+
+    /// Waits until the socket is readable, without holding a buffer while waiting.
+    async fn ready(&self) -> io::Result<()> {
+        match self {
+            Transport::Plain(s) => s.readable().await,
+            Transport::Tls(s) => s.get_ref().0.readable().await,
+            Transport::Gone => Ok(()),
+        }
+    }
+}
+
+/// Reads what is available. Waits for readiness first (unless the TLS layer may hold plaintext
+/// already), so an idle connection holds no read buffer.
+async fn read_some(transport: &mut Transport, buf: &mut Vec<u8>, more: bool) -> io::Result<usize> {
+    if !more {
+        transport.ready().await?;
+    }
+    buf.reserve(READ_CHUNK);
+    transport.read_buf(buf).await
+}
+
+/// The in-process sink the session service delivers into.
+struct EdgeSink {
+    tx: mpsc::Sender<ToClient>,
+}
+
+impl ClientSink for EdgeSink {
+    fn send(&self, item: ToClient) -> Result<(), SinkError> {
+        self.tx.try_send(item).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => SinkError::Full,
+            mpsc::error::TrySendError::Closed(_) => SinkError::Closed,
+        })
+    }
+}
+
+/// Where the stream negotiation stands.
+enum Phase {
+    /// Waiting for the client's stream header.
+    Header,
+    /// Features sent; waiting for `<starttls/>`, `<auth/>` or, once authenticated, `<iq/>` bind.
+    Features,
+    /// In a SASL exchange.
+    Sasl(Box<SaslState>),
+    /// A resource is bound; stanzas flow.
+    Bound,
+}
+
+struct SaslState {
+    mech: Mechanism,
+    scram: Option<ScramServer>,
+    /// The account being authenticated, once known.
+    jid: Option<BareJid>,
+    step: u8,
+}
+
+/// What handling an event decided.
+enum Flow {
+    Continue,
+    /// The stream must restart (after STARTTLS or SASL success): stop processing buffered
+    /// events; the parser has been reset.
+    Restart,
+    /// Close the connection (any stream error has been queued already).
+    Close,
+}
+
+struct Conn {
+    ctx: Arc<EdgeContext>,
+    peer: SocketAddr,
+    transport: Transport,
+    parser: StreamParser,
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+    phase: Phase,
+    /// Whether our stream header for the current stream has been written.
+    header_sent: bool,
+    domain: String,
+    authenticated: Option<BareJid>,
+    auth_failures: u32,
+    exporter: Option<Vec<u8>>,
+    bound: Option<(FullJid, SessionToken)>,
+    rx: Option<mpsc::Receiver<ToClient>>,
+    last_in: Instant,
+    last_out: Instant,
+    ping: Option<(String, Instant)>,
+    ping_seq: u32,
+    tokens: f64,
+    tokens_at: Instant,
+    paused_until: Option<Instant>,
+    started: Instant,
+    /// The TLS layer may hold decrypted bytes we have not read yet.
+    more: bool,
+}
+
+pub(crate) async fn run(
+    ctx: Arc<EdgeContext>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    mode: ListenMode,
+    mut stop: watch::Receiver<bool>,
+) {
+    let _ = tcp.set_nodelay(true);
+    let now = Instant::now();
+    let limits = ctx.config.limits.clone();
+    let burst = f64::from(ctx.config.read_burst);
+    let mut c = Conn {
+        ctx,
+        peer,
+        transport: Transport::Plain(tcp),
+        parser: StreamParser::new(limits),
+        rbuf: Vec::new(),
+        wbuf: Vec::new(),
+        phase: Phase::Header,
+        header_sent: false,
+        domain: String::new(),
+        authenticated: None,
+        auth_failures: 0,
+        exporter: None,
+        bound: None,
+        rx: None,
+        last_in: now,
+        last_out: now,
+        ping: None,
+        ping_seq: 0,
+        tokens: burst,
+        tokens_at: now,
+        paused_until: None,
+        started: now,
+        more: false,
+    };
+    if mode == ListenMode::DirectTls && !c.start_tls(false).await {
+        return;
+    }
+    c.main_loop(&mut stop).await;
+    if let Some((jid, token)) = c.bound.take() {
+        c.ctx.sessions.close(&jid, token).await;
+    }
+    c.transport.shutdown().await;
+    tracing::debug!(peer = %c.peer, "connection closed");
+}
+
+impl Conn {
+    async fn main_loop(&mut self, stop: &mut watch::Receiver<bool>) {
+        loop {
+            if *stop.borrow() {
+                self.drain_outbound();
+                self.stream_error(StreamErrorCondition::SystemShutdown, None);
+                self.flush().await;
+                return;
+            }
+            let deadline = self.next_deadline();
+            let paused = self.paused_until;
+            let read_enabled = paused.is_none();
+            let rx = self.rx.as_mut();
+            let has_rx = rx.is_some();
+            tokio::select! {
+                biased;
+                r = stop.changed() => {
+                    if r.is_err() {
+                        // The listener is gone: shut down as if told to.
+                        self.drain_outbound();
+                        self.stream_error(StreamErrorCondition::SystemShutdown, None);
+                        self.flush().await;
+                        return;
+                    }
+                    continue;
+                }
+                item = async { match rx { Some(rx) => rx.recv().await, None => None } }, if has_rx => {
+                    match item {
+                        Some(item) => {
+                            let close = self.push_outbound(item);
+                            let close = self.drain_outbound() || close;
+                            if !self.flush().await || close {
+                                return;
+                            }
+                        }
+                        None => self.rx = None,
+                    }
+                }
+                r = read_some(&mut self.transport, &mut self.rbuf, self.more), if read_enabled => {
+                    match r {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            self.more = n >= READ_CHUNK;
+                            self.last_in = Instant::now();
+                            self.ping = None;
+                            self.charge_rate(n);
+                            let flow = self.on_bytes().await;
+                            let ok = self.flush().await;
+                            if matches!(flow, Flow::Close) || !ok {
+                                return;
+                            }
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(paused.unwrap_or(deadline)) => {
+                    if paused.is_some() {
+                        self.paused_until = None;
+                        continue;
+                    }
+                    if !self.on_timer().await {
+                        self.flush().await;
+                        return;
+                    }
+                    if !self.flush().await {
+                        return;
+                    }
+                }
+            }
+            if self.rbuf.is_empty() && self.rbuf.capacity() > 0 && self.parser.buffered() == 0 {
+                // Idle between reads: give the memory back.
+                self.rbuf = Vec::new();
+                self.parser.shrink();
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let cfg = &self.ctx.config;
+        if self.bound.is_none() {
+            return self.started + cfg.auth_timeout;
+        }
+        let ping = match &self.ping {
+            Some((_, sent)) => *sent + cfg.ping_timeout,
+            None => self.last_in + cfg.ping_interval,
+        };
+        ping.min(self.last_out + cfg.keepalive_interval)
+    }
+
+    /// Timers: unauthenticated timeout, pings, whitespace keepalive. False closes.
+    async fn on_timer(&mut self) -> bool {
+        let now = Instant::now();
+        let cfg = &self.ctx.config;
+        let Some((jid, _)) = &self.bound else {
+            if now >= self.started + cfg.auth_timeout {
+                tracing::debug!(peer = %self.peer, "negotiation timed out");
+                self.stream_error(StreamErrorCondition::ConnectionTimeout, None);
+                return false;
+            }
+            return true;
+        };
+        if let Some((_, sent)) = &self.ping {
+            if now >= *sent + cfg.ping_timeout {
+                tracing::debug!(peer = %self.peer, "ping timed out");
+                self.stream_error(StreamErrorCondition::ConnectionTimeout, None);
+                return false;
+            }
+        } else if now >= self.last_in + cfg.ping_interval {
+            self.ping_seq = self.ping_seq.wrapping_add(1);
+            let id = format!("relais-ping-{}", self.ping_seq);
+            let iq = Element::new("iq", ns::CLIENT)
+                .attr("type", "get")
+                .attr("id", id.clone())
+                .attr("from", self.domain.clone())
+                .attr("to", jid.as_str())
+                .child(Element::new("ping", ns::PING));
+            iq.write_to(&mut self.wbuf, ns::CLIENT);
+            self.ping = Some((id, now));
+        }
+        if now >= self.last_out + cfg.keepalive_interval && self.wbuf.is_empty() {
+            self.wbuf.push(b' ');
+        }
+        true
+    }
+
+    fn charge_rate(&mut self, n: usize) {
+        let cfg = &self.ctx.config;
+        let now = Instant::now();
+        let rate = f64::from(cfg.read_rate.max(1));
+        let elapsed = now.duration_since(self.tokens_at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate).min(f64::from(cfg.read_burst));
+        self.tokens_at = now;
+        self.tokens -= n as f64;
+        if self.tokens < 0.0 {
+            let wait = Duration::from_secs_f64(-self.tokens / rate);
+            self.paused_until = Some(now + wait);
+        }
+    }
+
+    /// Writes what is buffered. False when the peer is gone or too slow.
+    async fn flush(&mut self) -> bool {
+        if self.wbuf.is_empty() {
+            return true;
+        }
+        let data = std::mem::take(&mut self.wbuf);
+        let timeout = self.ctx.config.write_timeout;
+        let ok = matches!(
+            tokio::time::timeout(timeout, self.transport.write_all(&data)).await,
+            Ok(Ok(()))
+        );
+        self.last_out = Instant::now();
+        // Keep a small buffer for the next batch; drop a big one.
+        if data.capacity() <= READ_CHUNK {
+            self.wbuf = data;
+            self.wbuf.clear();
+        }
+        ok
+    }
+
+    /// Serializes one outbound item. True when the connection must close.
+    fn push_outbound(&mut self, item: ToClient) -> bool {
+        match item {
+            ToClient::Stanza(el) => {
+                el.write_to(&mut self.wbuf, ns::CLIENT);
+                false
+            }
+            ToClient::Close(cond) => {
+                self.stream_error(cond, None);
+                // The session already dropped us (for example on conflict).
+                self.bound = None;
+                true
+            }
+        }
+    }
+
+    /// Moves everything already queued into the write buffer. True when a close was queued.
+    fn drain_outbound(&mut self) -> bool {
+        let mut close = false;
+        while let Some(rx) = self.rx.as_mut() {
+            match rx.try_recv() {
+                Ok(item) => {
+                    if self.push_outbound(item) {
+                        close = true;
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        close
+    }
+
+    /// Queues a stream error and the stream close (with our header first if not yet sent).
+    fn stream_error(&mut self, cond: StreamErrorCondition, text: Option<&str>) {
+        if !self.header_sent {
+            let domain = if self.domain.is_empty() {
+                self.ctx.any_domain()
+            } else {
+                self.domain.clone()
+            };
+            self.write_header(&domain);
+        }
+        self.wbuf.extend_from_slice(&cond.to_stream_bytes(text));
+        self.wbuf.extend_from_slice(b"</stream:stream>");
+    }
+
+    fn write_header(&mut self, from: &str) {
+        let id: u128 = rand::rng().random();
+        let header = format!(
+            "<?xml version='1.0'?><stream:stream xmlns='{}' xmlns:stream='{}' id='{:032x}' from='{}' version='1.0' xml:lang='en'>",
+            ns::CLIENT,
+            ns::STREAM,
+            id,
+            quick_escape(from),
+        );
+        self.wbuf.extend_from_slice(header.as_bytes());
+        self.header_sent = true;
+    }
+
+    async fn on_bytes(&mut self) -> Flow {
+        self.parser.feed(&self.rbuf);
+        self.rbuf.clear();
+        loop {
+            let ev = match self.parser.next_event() {
+                Ok(Some(ev)) => ev,
+                Ok(None) => return Flow::Continue,
+                Err(e) => {
+                    tracing::debug!(peer = %self.peer, error = %e, "stream error from parser");
+                    self.stream_error(e.condition(), None);
+                    return Flow::Close;
+                }
+            };
+            match self.on_event(ev).await {
+                Flow::Continue => {}
+                Flow::Restart => return Flow::Continue,
+                Flow::Close => return Flow::Close,
+            }
+        }
+    }
+
+    async fn on_event(&mut self, ev: StreamEvent) -> Flow {
+        match ev {
+            StreamEvent::Open(header) => self.on_header(header),
+            StreamEvent::Close => {
+                self.drain_outbound();
+                self.wbuf.extend_from_slice(b"</stream:stream>");
+                Flow::Close
+            }
+            StreamEvent::Stanza(el) => match &self.phase {
+                Phase::Header => {
+                    self.stream_error(StreamErrorCondition::NotWellFormed, None);
+                    Flow::Close
+                }
+                Phase::Features => self.on_negotiation(el).await,
+                Phase::Sasl(_) => self.on_sasl(el).await,
+                Phase::Bound => self.on_stanza(el).await,
+            },
+        }
+    }
+
+    fn on_header(&mut self, header: StreamHeader) -> Flow {
+        if !matches!(self.phase, Phase::Header) {
+            // A second header on the same stream is not well-formed XML.
+            self.stream_error(StreamErrorCondition::NotWellFormed, None);
+            return Flow::Close;
+        }
+        let to = header
+            .get("to")
+            .map(|t| t.trim_end_matches('.').to_ascii_lowercase());
+        let to = to.filter(|d| self.ctx.hosts(d));
+        if let Some(d) = &to {
+            self.domain.clone_from(d);
+        }
+        if header.default_ns != ns::CLIENT {
+            self.stream_error(StreamErrorCondition::InvalidNamespace, None);
+            return Flow::Close;
+        }
+        let Some(domain) = to else {
+            self.stream_error(StreamErrorCondition::HostUnknown, None);
+            return Flow::Close;
+        };
+        match header.get("version") {
+            Some(v) if v.split('.').next() == Some("1") => {}
+            _ => {
+                self.stream_error(StreamErrorCondition::UnsupportedVersion, None);
+                return Flow::Close;
+            }
+        }
+        if let Some(auth) = &self.authenticated {
+            if auth.domain() != domain {
+                // The restarted stream must address the domain we authenticated for.
+                self.stream_error(StreamErrorCondition::HostUnknown, None);
+                return Flow::Close;
+            }
+        }
+        self.write_header(&domain);
+        let features = self.features();
+        features.write_to(&mut self.wbuf, ns::CLIENT);
+        self.phase = Phase::Features;
+        Flow::Continue
+    }
+
+    fn features(&self) -> Element {
+        let mut f = Element::new("features", ns::STREAM);
+        if !self.transport.is_tls() {
+            f.append_child(
+                Element::new("starttls", ns::TLS).child(Element::new("required", ns::TLS)),
+            );
+        } else if self.authenticated.is_none() {
+            let mechs = sasl::offered(self.exporter.is_some(), self.ctx.config.allow_plain);
+            for el in sasl::features(&mechs, self.exporter.is_some()) {
+                f.append_child(el);
+            }
+        } else {
+            f.append_child(Element::new("bind", ns::BIND));
+            f.append_child(
+                Element::new("session", ns::SESSION).child(Element::new("optional", ns::SESSION)),
+            );
+            f.append_child(Element::new("ver", ns::ROSTER_VER));
+            f.append_child(Element::new("sub", ns::PRE_APPROVAL));
+        }
+        f
+    }
+
+    /// Upgrades the transport to TLS. For STARTTLS, `<proceed/>` has been flushed already.
+    async fn start_tls(&mut self, starttls: bool) -> bool {
+        let Transport::Plain(tcp) = std::mem::replace(&mut self.transport, Transport::Gone) else {
+            return false;
+        };
+        let cfg = if starttls {
+            self.ctx.tls.starttls.clone()
+        } else {
+            self.ctx.tls.direct.clone()
+        };
+        let remaining =
+            (self.started + self.ctx.config.auth_timeout).saturating_duration_since(Instant::now());
+        let accepted = tokio::time::timeout(remaining, TlsAcceptor::from(cfg).accept(tcp)).await;
+        let stream = match accepted {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %self.peer, error = %e, "tls handshake failed");
+                return false;
+            }
+            Err(_) => {
+                tracing::debug!(peer = %self.peer, "tls handshake timed out");
+                return false;
+            }
+        };
+        let conn = stream.get_ref().1;
+        if conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3) {
+            // RFC 9266: tls-exporter is only offered where it is safe (TLS 1.3; TLS 1.2
+            // would need extended master secret, which the API does not let us confirm).
+            let mut out = [0u8; 32];
+            if conn
+                .export_keying_material(&mut out, crate::tls::EXPORTER_LABEL, None)
+                .is_ok()
+            {
+                self.exporter = Some(out.to_vec());
+            }
+        }
+        self.transport = Transport::Tls(Box::new(stream));
+        // The client's first bytes may have arrived with its last handshake message.
+        self.more = true;
+        self.parser.reset();
+        self.phase = Phase::Header;
+        self.header_sent = false;
+        true
+    }
+
+    async fn on_negotiation(&mut self, el: Element) -> Flow {
+        if el.is("starttls", ns::TLS) {
+            if self.transport.is_tls() {
+                self.stream_error(
+                    StreamErrorCondition::PolicyViolation,
+                    Some("tls already active"),
+                );
+                return Flow::Close;
+            }
+            Element::new("proceed", ns::TLS).write_to(&mut self.wbuf, ns::CLIENT);
+            if !self.flush().await || !self.start_tls(true).await {
+                return Flow::Close;
+            }
+            return Flow::Restart;
+        }
+        if el.is("auth", ns::SASL) {
+            if !self.transport.is_tls() {
+                // RFC 6120 §5.3.1: TLS is mandatory here; no SASL before it.
+                SaslFailure::EncryptionRequired
+                    .to_element()
+                    .write_to(&mut self.wbuf, ns::CLIENT);
+                return Flow::Continue;
+            }
+            if self.authenticated.is_some() {
+                self.stream_error(
+                    StreamErrorCondition::PolicyViolation,
+                    Some("already authenticated"),
+                );
+                return Flow::Close;
+            }
+            return self.on_auth(el).await;
+        }
+        if self.authenticated.is_some() && el.is("iq", ns::CLIENT) {
+            return self.on_bind(el).await;
+        }
+        if el.ns() == ns::CLIENT {
+            // A stanza before authentication and binding.
+            self.stream_error(StreamErrorCondition::NotAuthorized, None);
+        } else {
+            self.stream_error(StreamErrorCondition::UnsupportedStanzaType, None);
+        }
+        Flow::Close
+    }
+
+    async fn on_auth(&mut self, el: Element) -> Flow {
+        let name = el.get_attr("mechanism").unwrap_or_default();
+        let offered = sasl::offered(self.exporter.is_some(), self.ctx.config.allow_plain);
+        let Some(mech) = offered.into_iter().find(|m| m.name() == name) else {
+            return self.sasl_fail(SaslFailure::InvalidMechanism, None).await;
+        };
+        let payload = match sasl::decode_payload(&el) {
+            Ok(p) => p,
+            Err(f) => return self.sasl_fail(f, None).await,
+        };
+        let scram = match mech {
+            Mechanism::Scram { hash, plus } => Some(sasl::scram_server(
+                hash,
+                plus,
+                self.exporter.clone(),
+                self.exporter.is_some(),
+            )),
+            Mechanism::Plain => None,
+        };
+        self.phase = Phase::Sasl(Box::new(SaslState {
+            mech,
+            scram,
+            jid: None,
+            step: 0,
+        }));
+        if payload.is_empty() {
+            // No initial response: ask for it with an empty challenge.
+            Element::new("challenge", ns::SASL)
+                .text_node("=")
+                .write_to(&mut self.wbuf, ns::CLIENT);
+            return Flow::Continue;
+        }
+        self.sasl_step(payload).await
+    }
+
+    async fn on_sasl(&mut self, el: Element) -> Flow {
+        if el.is("abort", ns::SASL) {
+            self.phase = Phase::Features;
+            SaslFailure::Aborted
+                .to_element()
+                .write_to(&mut self.wbuf, ns::CLIENT);
+            return Flow::Continue;
+        }
+        if !el.is("response", ns::SASL) {
+            self.stream_error(
+                StreamErrorCondition::PolicyViolation,
+                Some("sasl exchange in progress"),
+            );
+            return Flow::Close;
+        }
+        match sasl::decode_payload(&el) {
+            Ok(p) => self.sasl_step(p).await,
+            Err(f) => self.sasl_fail(f, None).await,
+        }
+    }
+
+    /// One step of the exchange in progress.
+    async fn sasl_step(&mut self, payload: Vec<u8>) -> Flow {
+        let Phase::Sasl(st) = &mut self.phase else {
+            return Flow::Close;
+        };
+        let mech = st.mech;
+        let step = st.step;
+        st.step = st.step.saturating_add(1);
+        match (mech, step) {
+            (Mechanism::Plain, 0) => self.plain(payload).await,
+            (Mechanism::Scram { hash, .. }, 0) => self.scram_first(hash, payload).await,
+            (Mechanism::Scram { .. }, 1) => self.scram_final(payload).await,
+            _ => self.sasl_fail(SaslFailure::MalformedRequest, None).await,
+        }
+    }
+
+    fn account_jid(&self, authcid: &str) -> Option<BareJid> {
+        // Clients send the localpart; accept `user@domain` for this stream's domain too.
+        let local = match authcid.rsplit_once('@') {
+            Some((l, d)) if d.eq_ignore_ascii_case(&self.domain) => l,
+            Some(_) => return None,
+            None => authcid,
+        };
+        BareJid::new(Some(local), &self.domain).ok()
+    }
+
+    fn check_authzid(&self, authzid: Option<&str>, jid: &BareJid) -> bool {
+        match authzid {
+            None => true,
+            Some(z) => z.parse::<BareJid>().map(|z| &z == jid).unwrap_or(false),
+        }
+    }
+
+    async fn plain(&mut self, payload: Vec<u8>) -> Flow {
+        let msg = match sasl::parse_plain(&payload) {
+            Ok(m) => m,
+            Err(f) => return self.sasl_fail(f, None).await,
+        };
+        let Some(jid) = self.account_jid(&msg.authcid) else {
+            return self.sasl_fail(SaslFailure::NotAuthorized, None).await;
+        };
+        if !self.check_authzid(msg.authzid.as_deref(), &jid) {
+            return self.sasl_fail(SaslFailure::InvalidAuthzid, Some(jid)).await;
+        }
+        let creds = match self.ctx.accounts.get_credentials(&jid).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "credentials lookup failed");
+                return self
+                    .sasl_fail(SaslFailure::TemporaryAuthFailure, None)
+                    .await;
+            }
+        };
+        let keys = creds
+            .as_ref()
+            .and_then(|c| c.get(ScramHash::Sha256).or_else(|| c.get(ScramHash::Sha1)));
+        let ok = match (keys, xmpp::scram::prepare_password(&msg.password)) {
+            (Some(keys), Ok(pw)) => {
+                let keys = keys.clone();
+                // PBKDF2 is deliberately slow: keep it off the reactor.
+                tokio::task::spawn_blocking(move || xmpp::scram::verify_password(&keys, &pw))
+                    .await
+                    .unwrap_or(false)
+            }
+            _ => false,
+        };
+        if !ok {
+            return self.sasl_fail(SaslFailure::NotAuthorized, Some(jid)).await;
+        }
+        self.sasl_success(jid, None)
+    }
+
+    async fn scram_first(&mut self, hash: ScramHash, payload: Vec<u8>) -> Flow {
+        let Phase::Sasl(st) = &mut self.phase else {
+            return Flow::Close;
+        };
+        let Some(scram) = st.scram.as_mut() else {
+            return Flow::Close;
+        };
+        let (authcid, authzid) = match scram.client_first(&payload) {
+            Ok(x) => x,
+            Err(e) => return self.scram_fail(e, None).await,
+        };
+        let Some(jid) = self.account_jid(&authcid) else {
+            return self.sasl_fail(SaslFailure::NotAuthorized, None).await;
+        };
+        if !self.check_authzid(authzid.as_deref(), &jid) {
+            return self.sasl_fail(SaslFailure::InvalidAuthzid, Some(jid)).await;
+        }
+        let creds = match self.ctx.accounts.get_credentials(&jid).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "credentials lookup failed");
+                return self
+                    .sasl_fail(SaslFailure::TemporaryAuthFailure, None)
+                    .await;
+            }
+        };
+        let keys = creds.as_ref().and_then(|c| c.get(hash)).cloned();
+        let Phase::Sasl(st) = &mut self.phase else {
+            return Flow::Close;
+        };
+        let Some(scram) = st.scram.as_mut() else {
+            return Flow::Close;
+        };
+        let server_first = scram.server_first(keys.as_ref());
+        st.jid = Some(jid);
+        Element::new("challenge", ns::SASL)
+            .text_node(sasl::encode_payload(&server_first))
+            .write_to(&mut self.wbuf, ns::CLIENT);
+        Flow::Continue
+    }
+
+    async fn scram_final(&mut self, payload: Vec<u8>) -> Flow {
+        let Phase::Sasl(st) = &mut self.phase else {
+            return Flow::Close;
+        };
+        let jid = st.jid.clone();
+        let Some(scram) = st.scram.as_mut() else {
+            return Flow::Close;
+        };
+        match (scram.client_final(&payload), jid) {
+            (Ok(server_final), Some(jid)) => self.sasl_success(jid, Some(server_final)),
+            (Err(e), jid) => self.scram_fail(e, jid).await,
+            (Ok(_), None) => self.sasl_fail(SaslFailure::NotAuthorized, None).await,
+        }
+    }
+
+    fn sasl_success(&mut self, jid: BareJid, data: Option<Vec<u8>>) -> Flow {
+        tracing::info!(peer = %self.peer, jid = %jid, "authenticated");
+        let mut ok = Element::new("success", ns::SASL);
+        if let Some(d) = data {
+            ok = ok.text_node(sasl::encode_payload(&d));
+        }
+        ok.write_to(&mut self.wbuf, ns::CLIENT);
+        self.authenticated = Some(jid);
+        self.parser.reset();
+        self.phase = Phase::Header;
+        self.header_sent = false;
+        Flow::Restart
+    }
+
+    /// Answers a failed attempt, after the brute-force delay; closes after too many.
+    async fn sasl_fail(&mut self, failure: SaslFailure, jid: Option<BareJid>) -> Flow {
+        self.sasl_fail_as(failure, jid, failure.is_credential_failure())
+            .await
+    }
+
+    /// A SCRAM error: a channel-binding type we do not support (a client that sends
+    /// `p=tls-unique`, say) fails the attempt without counting as a wrong password, so the
+    /// client can fall back to another mechanism.
+    async fn scram_fail(&mut self, e: xmpp::scram::ScramError, jid: Option<BareJid>) -> Flow {
+        let counted = !matches!(e, xmpp::scram::ScramError::ChannelBinding);
+        self.sasl_fail_as(e.into(), jid, counted).await
+    }
+
+    async fn sasl_fail_as(
+        &mut self,
+        failure: SaslFailure,
+        jid: Option<BareJid>,
+        counted: bool,
+    ) -> Flow {
+        self.phase = Phase::Features;
+        if counted {
+            self.auth_failures += 1;
+            let account = jid.as_ref().map(BareJid::as_str);
+            let delay = self.ctx.limiter.failure(self.peer.ip(), account);
+            tracing::info!(peer = %self.peer, account = account.unwrap_or("-"), "authentication failed");
+            if !delay.is_zero() {
+                // Nothing else happens on an unauthenticated stream, so a plain wait is fine.
+                self.flush().await;
+                tokio::time::sleep(delay).await;
+            }
+        }
+        failure.to_element().write_to(&mut self.wbuf, ns::CLIENT);
+        if self.auth_failures >= self.ctx.config.max_auth_attempts {
+            // RFC 6120 §6.4.5: after the allowed retries, end the stream.
+            self.wbuf.extend_from_slice(b"</stream:stream>");
+            return Flow::Close;
+        }
+        Flow::Continue
+    }
+
+    async fn on_bind(&mut self, iq: Element) -> Flow {
+        let Some(bare) = self.authenticated.clone() else {
+            return Flow::Close;
+        };
+        let bind = iq.get_child("bind", ns::BIND);
+        if iq.get_attr("type") != Some("set") || bind.is_none() {
+            // Only binding is possible before a resource is bound.
+            self.stream_error(StreamErrorCondition::NotAuthorized, None);
+            return Flow::Close;
+        }
+        let requested = bind
+            .and_then(|b| b.get_child("resource", ns::BIND))
+            .map(Element::text)
+            .filter(|r| !r.trim().is_empty());
+        let full = match &requested {
+            Some(r) => match bare.with_resource(r) {
+                Ok(f) => f,
+                Err(_) => {
+                    self.reply_error(&iq, StanzaErrorCondition::BadRequest);
+                    return Flow::Continue;
+                }
+            },
+            None => match bare.with_resource(&random_resource()) {
+                Ok(f) => f,
+                Err(_) => return Flow::Close,
+            },
+        };
+        let (tx, rx) = mpsc::channel(self.ctx.config.outbound_queue.max(1));
+        let sink: Arc<dyn ClientSink> = Arc::new(EdgeSink { tx });
+        match self.ctx.sessions.open(full.clone(), sink).await {
+            Ok(token) => {
+                tracing::debug!(peer = %self.peer, jid = %full, "bound");
+                let mut reply = Element::new("iq", ns::CLIENT).attr("type", "result");
+                if let Some(id) = iq.get_attr("id") {
+                    reply.set_attr("id", id);
+                }
+                reply.append_child(
+                    Element::new("bind", ns::BIND)
+                        .child(Element::new("jid", ns::BIND).text_node(full.as_str())),
+                );
+                reply.write_to(&mut self.wbuf, ns::CLIENT);
+                self.bound = Some((full, token));
+                self.rx = Some(rx);
+                self.phase = Phase::Bound;
+                Flow::Continue
+            }
+            Err(e) => {
+                tracing::info!(peer = %self.peer, error = %e, "bind refused");
+                let cond = match e.code() {
+                    session::ErrorCode::ResourceConstraint => {
+                        StanzaErrorCondition::ResourceConstraint
+                    }
+                    _ => StanzaErrorCondition::InternalServerError,
+                };
+                self.reply_error(&iq, cond);
+                Flow::Continue
+            }
+        }
+    }
+
+    fn reply_error(&mut self, stanza: &Element, cond: StanzaErrorCondition) {
+        let mut reply = xmpp::error::error_reply(stanza, cond, None);
+        reply.remove_attr("from");
+        reply.write_to(&mut self.wbuf, ns::CLIENT);
+    }
+
+    async fn on_stanza(&mut self, mut el: Element) -> Flow {
+        let Some((full, token)) = self.bound.clone() else {
+            return Flow::Close;
+        };
+        if el.ns() != ns::CLIENT || !matches!(el.name(), "message" | "presence" | "iq") {
+            self.stream_error(StreamErrorCondition::UnsupportedStanzaType, None);
+            return Flow::Close;
+        }
+        if let Some(from) = el.get_attr("from") {
+            // RFC 6120 §8.1.2.1: a client may only claim its own address.
+            let ok = match from.parse::<xmpp::Jid>() {
+                Ok(xmpp::Jid::Full(f)) => f == full,
+                Ok(xmpp::Jid::Bare(b)) => b == full.bare(),
+                Err(_) => false,
+            };
+            if !ok {
+                tracing::info!(peer = %self.peer, jid = %full, "spoofed from");
+                self.stream_error(StreamErrorCondition::InvalidFrom, None);
+                return Flow::Close;
+            }
+        }
+        if el.is("iq", ns::CLIENT) && self.is_ping_reply(&el) {
+            return Flow::Continue;
+        }
+        if el.is("iq", ns::CLIENT) && el.get_child("bind", ns::BIND).is_some() {
+            // A second bind on a stream is not supported (RFC 6120 §7.7.2.1 allows refusing).
+            self.reply_error(&el, StanzaErrorCondition::NotAllowed);
+            return Flow::Continue;
+        }
+        el.set_attr("from", full.as_str());
+        match self.ctx.sessions.stanza(&full, token, el).await {
+            Ok(()) => Flow::Continue,
+            Err(session::SessionError::NoSession) => {
+                self.bound = None;
+                self.stream_error(StreamErrorCondition::Conflict, None);
+                Flow::Close
+            }
+            Err(e) => {
+                tracing::warn!(jid = %full, error = %e, "session failed to take a stanza");
+                Flow::Continue
+            }
+        }
+    }
+
+    /// The answer to our keepalive ping is for the edge, not the session.
+    fn is_ping_reply(&mut self, iq: &Element) -> bool {
+        let Some(id) = iq.get_attr("id") else {
+            return false;
+        };
+        let addressed_here = match iq.get_attr("to") {
+            None => true,
+            Some(to) => to == self.domain,
+        };
+        if addressed_here
+            && id.starts_with("relais-ping-")
+            && matches!(iq.get_attr("type"), Some("result" | "error"))
+        {
+            self.ping = None;
+            return true;
+        }
+        false
+    }
+}
+
+fn random_resource() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut rng = rand::rng();
+    let mut s = String::from("relais-");
+    for _ in 0..10 {
+        let i = rng.random_range(0..ALPHABET.len());
+        s.push(char::from(ALPHABET.get(i).copied().unwrap_or(b'x')));
+    }
+    s
+}
+
+fn quick_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('\'', "&apos;")
+        .replace('<', "&lt;")
+}
