@@ -252,11 +252,9 @@ impl Client {
             self.domain
         );
         self.send_raw(header.as_bytes()).await;
-        loop {
-            match self.next_event().await {
-                Some(StreamEvent::Open(_)) => break,
-                other => panic!("expected a stream header, got {other:?}"),
-            }
+        match self.next_event().await {
+            Some(StreamEvent::Open(_)) => {}
+            other => panic!("expected a stream header, got {other:?}"),
         }
         let f = self.recv_stanza().await;
         assert!(f.is("features", ns::STREAM), "expected features, got {f}");

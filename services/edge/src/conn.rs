@@ -496,12 +496,12 @@ impl Conn {
                 return Flow::Close;
             }
         }
-        if let Some(auth) = &self.authenticated {
-            if auth.domain() != domain {
-                // The restarted stream must address the domain we authenticated for.
-                self.stream_error(StreamErrorCondition::HostUnknown, None);
-                return Flow::Close;
-            }
+        if let Some(auth) = &self.authenticated
+            && auth.domain() != domain
+        {
+            // The restarted stream must address the domain we authenticated for.
+            self.stream_error(StreamErrorCondition::HostUnknown, None);
+            return Flow::Close;
         }
         self.write_header(&domain);
         let features = self.features();

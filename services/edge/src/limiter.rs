@@ -104,12 +104,12 @@ impl AuthLimiter {
             t.record(ip, now, l.window, l.max_entries);
             worst = worst.max(t.failures(&ip, now, l.window));
         }
-        if let Some(acct) = account {
-            if let Ok(mut t) = self.by_account.lock() {
-                let key = acct.to_owned();
-                t.record(key.clone(), now, l.window, l.max_entries);
-                worst = worst.max(t.failures(&key, now, l.window));
-            }
+        if let Some(acct) = account
+            && let Ok(mut t) = self.by_account.lock()
+        {
+            let key = acct.to_owned();
+            t.record(key.clone(), now, l.window, l.max_entries);
+            worst = worst.max(t.failures(&key, now, l.window));
         }
         self.delay_for(worst)
     }

@@ -188,10 +188,10 @@ impl CertStore {
             if let Some(k) = map.exact.get(&name) {
                 return Some(k.clone());
             }
-            if let Some((_, parent)) = name.split_once('.') {
-                if let Some(k) = map.wildcard.get(parent) {
-                    return Some(k.clone());
-                }
+            if let Some((_, parent)) = name.split_once('.')
+                && let Some(k) = map.wildcard.get(parent)
+            {
+                return Some(k.clone());
             }
         }
         map.default.clone()

@@ -61,7 +61,7 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerSection,
@@ -70,19 +70,6 @@ pub struct Config {
     pub limits: LimitsSection,
     pub session: SessionSection,
     pub log: LogSection,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            server: ServerSection::default(),
-            listen: ListenSection::default(),
-            tls: TlsSection::default(),
-            limits: LimitsSection::default(),
-            session: SessionSection::default(),
-            log: LogSection::default(),
-        }
-    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]

@@ -1,14 +1,27 @@
-//! The session service. CONTRACT STUB for the public API: keep every public item; implement
-//! `LocalSessionService` (modules of your choosing under `src/`).
+//! The session service: users' live state (resources, presence, roster) and delivery.
+//!
+//! Modules: `state` (per-user state and its sharded map), `route` (addressing, messages,
+//! sessions), `iq` (IQs handled by the server), `presence` (broadcast, probes and the RFC 6121
+//! subscription state machine of `subscription`), `build` (stanza builders), `clock`.
 //!
 //! The edge authenticates and binds, then talks to this service only through the
 //! [`SessionService`] trait; the session delivers back to the edge only through the
 //! [`ClientSink`] it was given. In a cluster both cross gRPC; here they are in-process.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use async_trait::async_trait;
 use xmpp::{Element, FullJid, StreamErrorCondition};
+
+mod build;
+mod clock;
+mod iq;
+mod presence;
+mod roster;
+mod route;
+mod state;
+mod subscription;
 
 /// What the session sends to one client connection.
 #[derive(Clone, Debug, PartialEq)]
@@ -74,11 +87,20 @@ impl SessionError {
 pub trait SessionService: Send + Sync + 'static {
     /// Registers a freshly bound resource. If the full JID is already bound, the old session
     /// gets `ToClient::Close(Conflict)` and is replaced (RFC 6120 §7.7.2.2).
-    async fn open(&self, jid: FullJid, sink: Arc<dyn ClientSink>) -> Result<SessionToken, SessionError>;
+    async fn open(
+        &self,
+        jid: FullJid,
+        sink: Arc<dyn ClientSink>,
+    ) -> Result<SessionToken, SessionError>;
 
     /// A stanza (message, presence or iq, namespace `jabber:client`) from the client. The edge
     /// has already validated and stamped `from` with the full JID.
-    async fn stanza(&self, jid: &FullJid, token: SessionToken, stanza: Element) -> Result<(), SessionError>;
+    async fn stanza(
+        &self,
+        jid: &FullJid,
+        token: SessionToken,
+        stanza: Element,
+    ) -> Result<(), SessionError>;
 
     /// The connection ended. If the session had sent available presence and never
     /// unavailable, contacts get unavailable presence. A stale token is ignored.
@@ -111,28 +133,65 @@ impl Default for SessionConfig {
 
 /// The in-process session service.
 pub struct LocalSessionService {
-    _todo: (),
+    config: SessionConfig,
+    /// `config.domains`, prepared like JID domainparts.
+    domains: Vec<String>,
+    storage: storage::Storage,
+    router: Arc<dyn router::Router>,
+    users: state::Users,
+    next_token: AtomicU64,
+    next_id: AtomicU64,
 }
 
 impl LocalSessionService {
     pub fn new(
-        _config: SessionConfig,
-        _storage: storage::Storage,
-        _router: Arc<dyn router::Router>,
+        config: SessionConfig,
+        storage: storage::Storage,
+        router: Arc<dyn router::Router>,
     ) -> Arc<Self> {
-        todo!()
+        let domains = config
+            .domains
+            .iter()
+            .map(|d| match xmpp::BareJid::domain_only(d) {
+                Ok(j) => j.domain().to_owned(),
+                Err(_) => d.to_lowercase(),
+            })
+            .collect();
+        Arc::new(LocalSessionService {
+            config,
+            domains,
+            storage,
+            router,
+            users: state::Users::new(),
+            next_token: AtomicU64::new(1),
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    /// How many users currently have live state (bound resources, or a stanza in flight).
+    pub fn live_users(&self) -> usize {
+        self.users.len()
     }
 }
 
 #[async_trait]
 impl SessionService for LocalSessionService {
-    async fn open(&self, _jid: FullJid, _sink: Arc<dyn ClientSink>) -> Result<SessionToken, SessionError> {
-        todo!()
+    async fn open(
+        &self,
+        jid: FullJid,
+        sink: Arc<dyn ClientSink>,
+    ) -> Result<SessionToken, SessionError> {
+        self.open_session(jid, sink).await
     }
-    async fn stanza(&self, _jid: &FullJid, _token: SessionToken, _stanza: Element) -> Result<(), SessionError> {
-        todo!()
+    async fn stanza(
+        &self,
+        jid: &FullJid,
+        token: SessionToken,
+        stanza: Element,
+    ) -> Result<(), SessionError> {
+        self.client_stanza(jid, token, stanza).await
     }
-    async fn close(&self, _jid: &FullJid, _token: SessionToken) {
-        todo!()
+    async fn close(&self, jid: &FullJid, token: SessionToken) {
+        self.close_session(jid, token).await
     }
 }

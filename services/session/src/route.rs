@@ -1,0 +1,382 @@
+//! Sessions, addressing and message delivery.
+//!
+//! Every handler works on one user at a time and queues what it must send elsewhere; the
+//! queue is then routed in order by [`LocalSessionService::process`], one stanza at a time.
+//! Routing a stanza to a local user may queue more (an error bounce, an auto-reply, a probe
+//! answer), which is how one client stanza's consequences run to completion without ever
+//! holding two users' locks.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use storage::StorageError;
+use xmpp::error::error_reply;
+use xmpp::xep::delay::Delay;
+use xmpp::{Element, FullJid, Jid, StanzaErrorCondition, StreamErrorCondition, ns};
+
+use crate::build::{self, parse_stored};
+use crate::clock::{from_ms, now_ms};
+use crate::state::{Resource, UserGuard};
+use crate::{ClientSink, LocalSessionService, SessionError, SessionToken, ToClient};
+
+/// Stanzas waiting to be routed, each with `from` and `to` set.
+pub(crate) type Queue = VecDeque<Element>;
+
+/// A safety net against a routing loop; real work never comes close (a broadcast to a
+/// roster of N contacts queues about 2N stanzas).
+const MAX_ROUTED: usize = 200_000;
+
+impl LocalSessionService {
+    pub(crate) fn is_hosted(&self, domain: &str) -> bool {
+        self.domains.iter().any(|d| d == domain)
+    }
+
+    pub(crate) async fn open_session(
+        &self,
+        jid: FullJid,
+        sink: Arc<dyn ClientSink>,
+    ) -> Result<SessionToken, SessionError> {
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let bare = jid.bare();
+        let mut user = self.users.lock(&bare).await;
+        let mut res = Resource::new(jid.clone(), token, sink);
+        if let Some(pos) = user.resources.iter().position(|r| r.jid == jid) {
+            // RFC 6120 §7.7.2.2: the new session wins; the old one learns why it ends. The
+            // new session inherits what contacts were told, so that its end (if it never
+            // sends presence) still retracts it.
+            let old = user.resources.remove(pos);
+            if old
+                .sink
+                .send(ToClient::Close(StreamErrorCondition::Conflict))
+                .is_err()
+            {
+                tracing::debug!(jid = %jid, "replaced session was already gone");
+            }
+            res.stale_presence = old.announced();
+            res.directed = old.directed;
+            tracing::info!(jid = %jid, token, "session replaced");
+        } else if user.resources.len() >= self.config.max_resources {
+            tracing::info!(jid = %jid, max = self.config.max_resources, "too many resources");
+            return Err(SessionError::ResourceConstraint(
+                "too many resources bound for this account",
+            ));
+        } else {
+            tracing::debug!(jid = %jid, token, "session opened");
+        }
+        user.resources.push(res);
+        Ok(SessionToken(token))
+    }
+
+    pub(crate) async fn close_session(&self, jid: &FullJid, token: SessionToken) {
+        let bare = jid.bare();
+        let mut q = Queue::new();
+        let res = {
+            let mut user = self.users.lock(&bare).await;
+            let Some(pos) = user
+                .resources
+                .iter()
+                .position(|r| &r.jid == jid && r.token == token.0)
+            else {
+                tracing::debug!(jid = %jid, token = token.0, "close of a stale session ignored");
+                return;
+            };
+            let gone = user.resources.remove(pos);
+            tracing::debug!(jid = %jid, token = token.0, "session closed");
+            let unavailable = Element::new("presence", ns::CLIENT).attr("type", "unavailable");
+            let announced = gone.announced();
+            self.send_unavailable(
+                &mut user,
+                jid,
+                &unavailable,
+                announced,
+                gone.directed,
+                &mut q,
+            )
+            .await
+        };
+        let routed = self.process(q).await;
+        if let Err(e) = res.and(routed) {
+            tracing::warn!(jid = %jid, error = %e, "storage failure while closing a session");
+        }
+    }
+
+    pub(crate) async fn client_stanza(
+        &self,
+        jid: &FullJid,
+        token: SessionToken,
+        mut st: Element,
+    ) -> Result<(), SessionError> {
+        {
+            let user = self.users.lock(&jid.bare()).await;
+            if !user
+                .resources
+                .iter()
+                .any(|r| &r.jid == jid && r.token == token.0)
+            {
+                return Err(SessionError::NoSession);
+            }
+        }
+        st.set_attr("from", jid.as_str());
+        let mut q = Queue::new();
+        let handled = match st.name() {
+            "message" => {
+                if st.get_attr("to").is_none() {
+                    // RFC 6120 §10.3.1: as if addressed to the sender's bare JID.
+                    st.set_attr("to", jid.bare().as_str());
+                }
+                q.push_back(st);
+                Ok(())
+            }
+            "iq" => self.client_iq(jid, st, &mut q).await,
+            "presence" => self.client_presence(jid, st, &mut q).await,
+            other => {
+                tracing::debug!(jid = %jid, name = other, "ignoring a non-stanza element");
+                Ok(())
+            }
+        };
+        let routed = self.process(q).await;
+        handled.and(routed).map_err(SessionError::from)
+    }
+
+    /// Routes everything queued, in order, including what routing itself queues. Returns the
+    /// first storage failure that could not be turned into an error stanza.
+    pub(crate) async fn process(&self, mut q: Queue) -> Result<(), StorageError> {
+        let mut first_err = None;
+        let mut routed = 0usize;
+        while let Some(st) = q.pop_front() {
+            routed += 1;
+            if routed > MAX_ROUTED {
+                tracing::warn!(dropped = q.len() + 1, "routing loop cut short");
+                break;
+            }
+            if let Err(e) = self.route(st, &mut q).await {
+                tracing::warn!(error = %e, "storage failure while routing");
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Sends a stanza (`from` trusted) to its `to`: a local user, this server, or the router.
+    async fn route(&self, st: Element, q: &mut Queue) -> Result<(), StorageError> {
+        let Some(to) = st.get_attr("to") else {
+            tracing::debug!(name = st.name(), "dropping a routed stanza without to");
+            return Ok(());
+        };
+        let jid = match to.parse::<Jid>() {
+            Ok(j) => j,
+            Err(_) => {
+                self.bounce(&st, StanzaErrorCondition::JidMalformed, None, q);
+                return Ok(());
+            }
+        };
+        if !self.is_hosted(jid.domain()) {
+            self.route_remote(st, q).await;
+            return Ok(());
+        }
+        if jid.bare().local().is_none() {
+            return self.to_server(st, &jid, q).await;
+        }
+        match st.name() {
+            "message" => self.inbound_message(st, jid, q).await,
+            "presence" => self.inbound_presence(st, jid, q).await,
+            "iq" => self.inbound_iq(st, jid, q).await,
+            _ => Ok(()),
+        }
+    }
+
+    async fn route_remote(&self, st: Element, q: &mut Queue) {
+        let bounceable = match (st.name(), build::ty(&st)) {
+            ("message", t) => t != Some("error"),
+            ("iq", Some("get" | "set")) => true,
+            _ => false,
+        };
+        let original = bounceable.then(|| st.clone());
+        if let Err(e) = self.router.route(st).await {
+            tracing::debug!(error = %e, "no route");
+            if let Some(orig) = original {
+                self.bounce(&orig, e.condition(), None, q);
+            }
+        }
+    }
+
+    async fn to_server(&self, st: Element, jid: &Jid, q: &mut Queue) -> Result<(), StorageError> {
+        match st.name() {
+            "iq" if jid.resource().is_none() => self.server_iq(&st, q),
+            "iq" | "message" => self.bounce(&st, StanzaErrorCondition::ServiceUnavailable, None, q),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Queues the error reply RFC 6120 §8.3 describes, unless the stanza is an error itself
+    /// or an IQ response (never answered).
+    pub(crate) fn bounce(
+        &self,
+        st: &Element,
+        cond: StanzaErrorCondition,
+        text: Option<&str>,
+        q: &mut Queue,
+    ) {
+        let ty = build::ty(st);
+        if ty == Some("error") || (st.name() == "iq" && !matches!(ty, Some("get" | "set"))) {
+            return;
+        }
+        q.push_back(error_reply(st, cond, text));
+    }
+
+    /// Whether the user's account exists (a user with a bound resource does).
+    pub(crate) async fn exists_locked(&self, user: &UserGuard<'_>) -> Result<bool, StorageError> {
+        if !user.resources.is_empty() {
+            return Ok(true);
+        }
+        self.storage.accounts.account_exists(user.bare()).await
+    }
+
+    /// RFC 6121 §8.5 for messages to a local user.
+    async fn inbound_message(
+        &self,
+        st: Element,
+        jid: Jid,
+        q: &mut Queue,
+    ) -> Result<(), StorageError> {
+        let mtype = build::ty(&st).unwrap_or("normal").to_owned();
+        let bare = jid.bare();
+        let user = self.users.lock(&bare).await;
+        match self.exists_locked(&user).await {
+            Ok(true) => {}
+            Ok(false) => {
+                drop(user);
+                self.bounce(&st, StanzaErrorCondition::ServiceUnavailable, None, q);
+                return Ok(());
+            }
+            Err(e) => {
+                drop(user);
+                tracing::warn!(to = %bare, error = %e, "cannot check the recipient account");
+                self.bounce(&st, StanzaErrorCondition::InternalServerError, None, q);
+                return Ok(());
+            }
+        }
+        if let Jid::Full(full) = &jid {
+            if let Some(r) = user.resource(full)
+                && r.sink.send(ToClient::Stanza(st.clone())).is_ok()
+            {
+                return Ok(());
+            }
+            // §8.5.3.2.1: no such resource.
+            if mtype == "headline" || mtype == "error" {
+                return Ok(());
+            }
+        }
+        match mtype.as_str() {
+            "error" => return Ok(()),
+            "groupchat" => {
+                drop(user);
+                self.bounce(&st, StanzaErrorCondition::ServiceUnavailable, None, q);
+                return Ok(());
+            }
+            "headline" => {
+                for r in user.available().filter(|r| r.priority >= 0) {
+                    let _ = r.sink.send(ToClient::Stanza(st.clone()));
+                }
+                return Ok(());
+            }
+            _ => {}
+        }
+        // normal, chat (and unknown types, treated as normal): the available resources with
+        // the highest non-negative priority, all of them when several share it; if their
+        // connections fail, the next priority down.
+        let mut candidates: Vec<&Resource> = user.available().filter(|r| r.priority >= 0).collect();
+        candidates.sort_by_key(|r| std::cmp::Reverse(r.priority));
+        for group in candidates.chunk_by(|a, b| a.priority == b.priority) {
+            let mut delivered = false;
+            for r in group {
+                delivered |= r.sink.send(ToClient::Stanza(st.clone())).is_ok();
+            }
+            if delivered {
+                return Ok(());
+            }
+        }
+        if st.get_child("body", ns::CLIENT).is_none() {
+            // Chat states and receipts are not worth keeping (as Prosody and ejabberd).
+            return Ok(());
+        }
+        // XEP-0160, under the user's lock so a login cannot miss it.
+        let pushed = self
+            .storage
+            .offline
+            .push(&bare, now_ms(), &st.to_string(), self.config.offline_quota)
+            .await;
+        drop(user);
+        match pushed {
+            Ok(id) => tracing::debug!(to = %bare, id, "message stored offline"),
+            Err(StorageError::QuotaExceeded) => {
+                tracing::info!(to = %bare, "offline storage full");
+                self.bounce(
+                    &st,
+                    StanzaErrorCondition::ResourceConstraint,
+                    Some("offline storage full"),
+                    q,
+                );
+            }
+            Err(e) => {
+                tracing::warn!(to = %bare, error = %e, "cannot store an offline message");
+                self.bounce(&st, StanzaErrorCondition::InternalServerError, None, q);
+            }
+        }
+        Ok(())
+    }
+
+    /// Delivers the stored offline messages to a resource that just became available with
+    /// a non-negative priority, each with an XEP-0203 delay, then deletes what was sent.
+    pub(crate) async fn flush_offline(
+        &self,
+        user: &mut UserGuard<'_>,
+        to: &FullJid,
+    ) -> Result<(), StorageError> {
+        let bare = user.bare().clone();
+        let msgs = self.storage.offline.list(&bare).await?;
+        let Some(sink) = user.resource(to).map(|r| Arc::clone(&r.sink)) else {
+            return Ok(());
+        };
+        let server = xmpp::BareJid::domain_only(bare.domain())
+            .ok()
+            .map(Jid::from);
+        let mut last = None;
+        for m in msgs {
+            match parse_stored(&m.xml) {
+                Some(mut el) => {
+                    let mut delay = Delay::new(server.clone(), from_ms(m.stamp_ms));
+                    delay.reason = Some("Offline Storage".to_owned());
+                    el.append_child(delay.into());
+                    if sink.send(ToClient::Stanza(el)).is_err() {
+                        break;
+                    }
+                }
+                None => {
+                    tracing::warn!(owner = %bare, id = m.id, "dropping an undecodable offline message")
+                }
+            }
+            last = Some(m.id);
+        }
+        if let Some(id) = last {
+            self.storage.offline.remove_up_to(&bare, id).await?;
+            tracing::debug!(to = %to, up_to = id, "offline messages delivered");
+        }
+        if let Some(r) = user.resource_mut(to) {
+            r.offline_done = true;
+        }
+        Ok(())
+    }
+
+    /// Loads a stored vCard, or an empty one.
+    pub(crate) async fn load_vcard(&self, owner: &xmpp::BareJid) -> Result<Element, StorageError> {
+        let stored = self.storage.vcards.get_vcard(owner).await?;
+        Ok(stored
+            .as_deref()
+            .and_then(parse_stored)
+            .filter(|e| e.is("vCard", ns::VCARD))
+            .unwrap_or_else(|| Element::new("vCard", ns::VCARD)))
+    }
+}
