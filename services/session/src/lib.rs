@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use async_trait::async_trait;
-use xmpp::{Element, FullJid, StreamErrorCondition};
+use xmpp::{BareJid, Element, FullJid, StreamErrorCondition};
 
 mod build;
 mod clock;
@@ -59,6 +59,7 @@ pub enum ErrorCode {
     NotFound,
     ResourceConstraint,
     Unavailable,
+    Unsupported,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +72,16 @@ pub enum SessionError {
     ResourceConstraint(&'static str),
     #[error("storage: {0}")]
     Storage(#[from] storage::StorageError),
+    /// The operation is not supported by this implementation.
+    #[error("unsupported: {0}")]
+    Unsupported(&'static str),
+    /// XEP-0198 resumption failed: unknown or expired id, or another account's (the edge
+    /// answers `<failed><item-not-found/></failed>`).
+    #[error("cannot resume: {0}")]
+    ResumeFailed(&'static str),
+    /// The session service cannot be reached (a gRPC stream is down).
+    #[error("session service unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl SessionError {
@@ -78,7 +89,9 @@ impl SessionError {
         match self {
             SessionError::NoSession => ErrorCode::NotFound,
             SessionError::ResourceConstraint(_) => ErrorCode::ResourceConstraint,
-            SessionError::Storage(_) => ErrorCode::Unavailable,
+            SessionError::Storage(_) | SessionError::Unavailable(_) => ErrorCode::Unavailable,
+            SessionError::Unsupported(_) => ErrorCode::Unsupported,
+            SessionError::ResumeFailed(_) => ErrorCode::NotFound,
         }
     }
 }
@@ -105,6 +118,68 @@ pub trait SessionService: Send + Sync + 'static {
     /// The connection ended. If the session had sent available presence and never
     /// unavailable, contacts get unavailable presence. A stale token is ignored.
     async fn close(&self, jid: &FullJid, token: SessionToken);
+
+    /// XEP-0198: the client sent `<enable/>` on this session. From now on the service counts
+    /// the stanzas it delivers to this session, keeps each one until the client acknowledges
+    /// it, and counts the stanzas it receives through `stanza`. With `resume`, it returns a
+    /// resumption id (which names the bare JID, so a cluster can route a resume to the owning
+    /// node) and how long a detached session is kept.
+    async fn enable_sm(
+        &self,
+        _jid: &FullJid,
+        _token: SessionToken,
+        _resume: bool,
+    ) -> Result<SmEnabled, SessionError> {
+        Err(SessionError::Unsupported("stream management"))
+    }
+
+    /// XEP-0198: the client acknowledged `h` stanzas in total (`<a h='…'/>`). Acknowledged
+    /// stanzas are forgotten; an `h` larger than what was sent is an error
+    /// (`Unsupported("h too large")`), which the edge turns into `<undefined-condition/>`.
+    async fn sm_ack(&self, _jid: &FullJid, _token: SessionToken, _h: u32) -> Result<(), SessionError> {
+        Err(SessionError::Unsupported("stream management"))
+    }
+
+    /// The connection was lost without a clean close. A session with resumable stream
+    /// management stays bound (its presence unchanged) for its resumption time, queueing what
+    /// arrives; after that it ends as in `close`, and every unacknowledged message goes to
+    /// offline storage, never to the floor. Other sessions end as in `close`.
+    async fn detach(&self, jid: &FullJid, token: SessionToken) {
+        self.close(jid, token).await;
+    }
+
+    /// XEP-0198 `<resume/>` on a new connection authenticated as `account`. On success the
+    /// detached (or still attached: the old connection is closed) session moves to `sink`,
+    /// everything the client has not acknowledged after `h` is sent again through `sink`, and
+    /// the reply carries the full JID, a new token and the count of stanzas the server has
+    /// received from the client (the edge answers `<resumed h='…'/>` with it).
+    async fn sm_resume(
+        &self,
+        _account: &BareJid,
+        _id: &str,
+        _h: u32,
+        _sink: Arc<dyn ClientSink>,
+    ) -> Result<SmResumed, SessionError> {
+        Err(SessionError::Unsupported("stream management"))
+    }
+}
+
+/// The answer to `enable_sm`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SmEnabled {
+    /// The resumption id, when resumption was requested and is allowed.
+    pub id: Option<String>,
+    /// Seconds a detached session is kept for resumption.
+    pub max_secs: u32,
+}
+
+/// The answer to `sm_resume`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SmResumed {
+    pub jid: FullJid,
+    pub token: SessionToken,
+    /// Stanzas the server has received from the client on this session.
+    pub server_h: u32,
 }
 
 /// Settings of the local session service.
