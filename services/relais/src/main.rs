@@ -228,12 +228,12 @@ fn parse_account(jid: &str) -> Result<BareJid, CliError> {
 
 /// Derives stored keys for both hashes; the password itself is never stored.
 fn credentials(password: &str) -> Result<storage::Credentials, CliError> {
+    if password.is_empty() {
+        return Err(CliError::Usage("the password is empty".into()));
+    }
     let prepared = scram::prepare_password(password).map_err(|_| {
         CliError::Usage("the password contains characters that are not allowed".into())
     })?;
-    if prepared.is_empty() {
-        return Err(CliError::Usage("the password is empty".into()));
-    }
     let keys = [ScramHash::Sha256, ScramHash::Sha1]
         .into_iter()
         .map(|h| scram::derive_keys(h, &prepared, &scram::new_salt(), scram::DEFAULT_ITERATIONS))
@@ -277,20 +277,10 @@ fn run_user(cmd: UserCommand) -> Result<(), CliError> {
                 password_stdin,
                 common,
             } => {
-                let cfg = load(&common)?;
-                let jid = parse_account(&jid)?;
+                let (store, jid) = account_op(&common, &jid)?;
                 let creds = credentials(&read_password(password_stdin)?)?;
-                let store = open_storage(&cfg)?;
-                store
-                    .accounts
-                    .create_account(&jid, &creds)
-                    .await
-                    .map_err(|e| match e {
-                        storage::StorageError::AlreadyExists => {
-                            CliError::Usage(format!("{jid} already exists"))
-                        }
-                        e => e.into(),
-                    })?;
+                let r = store.accounts.create_account(&jid, &creds).await;
+                r.map_err(|e| friendly(e, &jid))?;
                 println!("created {jid}");
             }
             UserCommand::Passwd {
@@ -298,36 +288,16 @@ fn run_user(cmd: UserCommand) -> Result<(), CliError> {
                 password_stdin,
                 common,
             } => {
-                let cfg = load(&common)?;
-                let jid = parse_account(&jid)?;
+                let (store, jid) = account_op(&common, &jid)?;
                 let creds = credentials(&read_password(password_stdin)?)?;
-                let store = open_storage(&cfg)?;
-                store
-                    .accounts
-                    .set_credentials(&jid, &creds)
-                    .await
-                    .map_err(|e| match e {
-                        storage::StorageError::NotFound => {
-                            CliError::Usage(format!("{jid} does not exist"))
-                        }
-                        e => e.into(),
-                    })?;
+                let r = store.accounts.set_credentials(&jid, &creds).await;
+                r.map_err(|e| friendly(e, &jid))?;
                 println!("password changed for {jid}");
             }
             UserCommand::Remove { jid, common } => {
-                let cfg = load(&common)?;
-                let jid = parse_account(&jid)?;
-                let store = open_storage(&cfg)?;
-                store
-                    .accounts
-                    .delete_account(&jid)
-                    .await
-                    .map_err(|e| match e {
-                        storage::StorageError::NotFound => {
-                            CliError::Usage(format!("{jid} does not exist"))
-                        }
-                        e => e.into(),
-                    })?;
+                let (store, jid) = account_op(&common, &jid)?;
+                let r = store.accounts.delete_account(&jid).await;
+                r.map_err(|e| friendly(e, &jid))?;
                 println!("removed {jid}");
             }
             UserCommand::List { domain, common } => {
@@ -370,6 +340,22 @@ fn run_user(cmd: UserCommand) -> Result<(), CliError> {
         }
         Ok(())
     })
+}
+
+/// Loads the config and storage for a command on one account.
+fn account_op(common: &Common, jid: &str) -> Result<(storage::Storage, BareJid), CliError> {
+    let cfg = load(common)?;
+    let jid = parse_account(jid)?;
+    Ok((open_storage(&cfg)?, jid))
+}
+
+/// Storage errors a person can act on, in words.
+fn friendly(e: storage::StorageError, jid: &BareJid) -> CliError {
+    match e {
+        storage::StorageError::AlreadyExists => CliError::Usage(format!("{jid} already exists")),
+        storage::StorageError::NotFound => CliError::Usage(format!("{jid} does not exist")),
+        e => e.into(),
+    }
 }
 
 fn derive_all(lines: &[(usize, &str)]) -> Result<Vec<(BareJid, storage::Credentials)>, CliError> {
