@@ -148,8 +148,15 @@ impl Client {
 
     /// Connects to the plain port and opens the stream, without TLS.
     pub async fn connect_plain(addr: SocketAddr, domain: &str, cert: Vec<u8>) -> Client {
+        let mut c = Client::tcp(addr, domain, cert).await;
+        c.open_stream().await;
+        c
+    }
+
+    /// A TCP connection with nothing sent yet.
+    async fn tcp(addr: SocketAddr, domain: &str, cert: Vec<u8>) -> Client {
         let tcp = TcpStream::connect(addr).await.unwrap();
-        let mut c = Client {
+        Client {
             io: Io::Plain(tcp),
             parser: StreamParser::new(Limits {
                 max_stanza_bytes: 4 << 20,
@@ -162,43 +169,19 @@ impl Client {
             jid: None,
             exporter: None,
             next_id: 0,
-        };
-        c.open_stream().await;
-        c
+        }
     }
 
     /// Connects to the direct-TLS port (XEP-0368) with ALPN `xmpp-client`.
     pub async fn connect_direct(addr: SocketAddr, domain: &str, cert: Vec<u8>) -> Client {
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let mut c = Client {
-            io: Io::Plain(tcp),
-            parser: StreamParser::new(Limits::default()),
-            pending: VecDeque::new(),
-            domain: domain.to_owned(),
-            cert,
-            features: None,
-            jid: None,
-            exporter: None,
-            next_id: 0,
-        };
+        let mut c = Client::tcp(addr, domain, cert).await;
         c.upgrade(&[b"xmpp-client"], false).await;
         c
     }
 
     /// Connects to the direct-TLS port without opening a stream (for raw hostile input).
     pub async fn connect_tls_raw(addr: SocketAddr, domain: &str, cert: Vec<u8>) -> Client {
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let mut c = Client {
-            io: Io::Plain(tcp),
-            parser: StreamParser::new(Limits::default()),
-            pending: VecDeque::new(),
-            domain: domain.to_owned(),
-            cert,
-            features: None,
-            jid: None,
-            exporter: None,
-            next_id: 0,
-        };
+        let mut c = Client::tcp(addr, domain, cert).await;
         c.tls_only(&[b"xmpp-client"], false).await;
         c
     }
