@@ -52,6 +52,8 @@ pub struct Server {
     child: Option<Child>,
     pub c2s: SocketAddr,
     pub c2s_tls: SocketAddr,
+    /// The operations endpoint, when the config enabled it (`[telemetry] http = ...`).
+    pub http: Option<SocketAddr>,
     pub domain: String,
     pub data_dir: tempfile::TempDir,
     log: std::sync::Arc<Mutex<Vec<String>>>,
@@ -108,9 +110,10 @@ impl Server {
                 let _ = tx.send(line);
             }
         });
-        let (mut c2s, mut c2s_tls) = (None, None);
+        let (mut c2s, mut c2s_tls, mut http) = (None, None, None);
+        let wants_http = extra_toml.contains("http =");
         let deadline = Instant::now() + Duration::from_secs(60);
-        while c2s.is_none() || c2s_tls.is_none() {
+        while c2s.is_none() || c2s_tls.is_none() || (wants_http && http.is_none()) {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = match rx.recv_timeout(left) {
                 Ok(l) => l,
@@ -131,12 +134,15 @@ impl Server {
                 c2s = addr(&line);
             } else if line.starts_with("relais: c2s_tls listening on ") {
                 c2s_tls = addr(&line);
+            } else if line.starts_with("relais: http listening on ") {
+                http = addr(&line);
             }
         }
         Server {
             child: Some(child),
             c2s: c2s.unwrap(),
             c2s_tls: c2s_tls.unwrap(),
+            http,
             domain: "localhost".into(),
             data_dir,
             log,
@@ -276,6 +282,27 @@ impl Drop for Server {
             let _ = c.wait();
         }
     }
+}
+
+/// A minimal HTTP/1.1 GET (no client library needed): status code and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: relais\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }
 
 /// Whether Debian's python3 with slixmpp is available (installed by .ci/setup).

@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 
 mod conn;
 pub mod limiter;
+pub mod metrics;
 pub mod sasl;
 pub mod tls;
 
@@ -130,6 +131,23 @@ pub enum ListenMode {
     DirectTls,
 }
 
+impl ListenMode {
+    fn attrs(self) -> &'static [opentelemetry::KeyValue] {
+        static STARTTLS: std::sync::OnceLock<[opentelemetry::KeyValue; 1]> =
+            std::sync::OnceLock::new();
+        static DIRECT: std::sync::OnceLock<[opentelemetry::KeyValue; 1]> =
+            std::sync::OnceLock::new();
+        match self {
+            ListenMode::Starttls => {
+                STARTTLS.get_or_init(|| [opentelemetry::KeyValue::new("listener", "starttls")])
+            }
+            ListenMode::DirectTls => {
+                DIRECT.get_or_init(|| [opentelemetry::KeyValue::new("listener", "direct_tls")])
+            }
+        }
+    }
+}
+
 /// Accepts client connections until `shutdown` resolves, then asks every connection to close
 /// its stream with `<system-shutdown/>` after flushing what is queued, and waits for all of
 /// them to finish. At most `config.max_connections` connections are served at once.
@@ -166,8 +184,12 @@ pub async fn serve(
         };
         let ctx = ctx.clone();
         let stop = stop_rx.clone();
+        let m = metrics::get();
+        m.connections_accepted.add(1, mode.attrs());
+        m.connections_open.add(1, mode.attrs());
         conns.spawn(async move {
             conn::run(ctx, tcp, peer, mode, stop).await;
+            metrics::get().connections_open.add(-1, mode.attrs());
             drop(permit);
         });
     }

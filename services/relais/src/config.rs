@@ -70,6 +70,29 @@ pub struct Config {
     pub limits: LimitsSection,
     pub session: SessionSection,
     pub log: LogSection,
+    pub telemetry: TelemetrySection,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetrySection {
+    /// The operations endpoint (`/healthz`, `/readyz`, `/metrics`), like 127.0.0.1:9090.
+    /// Off when unset.
+    pub http: Option<String>,
+    /// An OTLP/gRPC collector, like http://127.0.0.1:4317, for traces and metrics.
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` resource attribute.
+    pub service_name: String,
+}
+
+impl Default for TelemetrySection {
+    fn default() -> Self {
+        TelemetrySection {
+            http: None,
+            otlp_endpoint: None,
+            service_name: "relais".to_owned(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -255,6 +278,16 @@ impl Config {
         };
         let c2s = addr("c2s", &self.listen.c2s)?;
         let c2s_tls = addr("c2s_tls", &self.listen.c2s_tls)?;
+        let ops_http = addr("http", &self.telemetry.http).map_err(|e| {
+            ConfigError::Invalid(e.to_string().replace("listen.http", "telemetry.http"))
+        })?;
+        if let Some(ep) = &self.telemetry.otlp_endpoint
+            && !(ep.starts_with("http://") || ep.starts_with("https://"))
+        {
+            return bad(format!(
+                "telemetry.otlp_endpoint: `{ep}` must start with http:// or https://"
+            ));
+        }
         if c2s.is_none() && c2s_tls.is_none() {
             return bad("listen: at least one of c2s and c2s_tls must be set".into());
         }
@@ -298,6 +331,7 @@ impl Config {
             roles,
             c2s,
             c2s_tls,
+            ops_http,
         })
     }
 
@@ -330,6 +364,7 @@ pub struct Validated {
     pub roles: Vec<Role>,
     pub c2s: Option<SocketAddr>,
     pub c2s_tls: Option<SocketAddr>,
+    pub ops_http: Option<SocketAddr>,
 }
 
 #[cfg(test)]

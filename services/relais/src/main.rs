@@ -10,7 +10,9 @@ use xmpp::BareJid;
 use xmpp::scram::{self, ScramHash};
 
 mod config;
+mod http;
 mod serve;
+mod telemetry;
 
 use config::{Config, ConfigError};
 
@@ -181,23 +183,23 @@ fn run_serve(args: ServeArgs) -> Result<(), CliError> {
         }
     }
     let validated = cfg.validate()?;
-    init_tracing(&cfg.log.level);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| CliError::Usage(format!("cannot start the runtime: {e}")))?;
-    rt.block_on(serve::serve(cfg, validated))?;
-    Ok(())
-}
-
-fn init_tracing(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    rt.block_on(async {
+        // The OTLP exporters need the runtime, so telemetry starts inside it.
+        let t = &cfg.telemetry;
+        let telemetry =
+            telemetry::init(&cfg.log.level, t.otlp_endpoint.as_deref(), &t.service_name)
+                .map_err(|e| CliError::Usage(e.to_string()))?;
+        let telemetry = std::sync::Arc::new(telemetry);
+        let result = serve::serve(cfg, validated, telemetry.clone()).await;
+        if let Ok(t) = std::sync::Arc::try_unwrap(telemetry) {
+            t.shutdown();
+        }
+        result.map_err(CliError::from)
+    })
 }
 
 fn open_storage(cfg: &Config) -> Result<storage::Storage, CliError> {

@@ -12,6 +12,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::{Config, Role, Validated};
+use crate::http::OpsState;
+use crate::telemetry::Telemetry;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -35,7 +37,7 @@ pub enum ServeError {
     },
 }
 
-pub async fn serve(cfg: Config, v: Validated) -> Result<(), ServeError> {
+pub async fn serve(cfg: Config, v: Validated, telemetry: Arc<Telemetry>) -> Result<(), ServeError> {
     if let Some(r) = v.roles.iter().find(|r| **r != Role::All) {
         return Err(ServeError::RoleUnavailable(*r));
     }
@@ -103,10 +105,29 @@ pub async fn serve(cfg: Config, v: Validated) -> Result<(), ServeError> {
             edge::serve(ctx, listener, mode, shutdown).await;
         }));
     }
+    let ops = OpsState::new(telemetry);
+    if let Some(addr) = v.ops_http {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        let local = listener.local_addr().unwrap_or(addr);
+        println!("relais: http listening on {local}");
+        tracing::info!(%local, listener = "http", "listening");
+        let mut stop = stop_rx.clone();
+        tasks.push(tokio::spawn(crate::http::serve(
+            listener,
+            ops.clone(),
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        )));
+    }
+    ops.set_ready(true);
     tracing::info!(domains = %v.domains.join(","), "relais is running (standalone)");
 
     wait_for_signal().await;
     tracing::info!("shutting down: closing streams with system-shutdown");
+    ops.set_ready(false);
     let _ = stop_tx.send(true);
     for t in tasks {
         let _ = t.await;

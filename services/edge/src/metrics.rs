@@ -1,0 +1,62 @@
+//! The edge's metrics, recorded through the OpenTelemetry global meter (the binary decides
+//! where they go: Prometheus `/metrics`, OTLP). Names follow OpenTelemetry conventions; the
+//! Prometheus exporter turns `relais.edge.connections.open` into `relais_edge_connections_open`.
+
+use std::sync::OnceLock;
+
+use opentelemetry::metrics::{Counter, UpDownCounter};
+
+pub struct EdgeMetrics {
+    /// Client connections accepted, by listener.
+    pub connections_accepted: Counter<u64>,
+    /// Client connections open now, by listener.
+    pub connections_open: UpDownCounter<i64>,
+    /// Stanzas received from clients, by kind.
+    pub stanzas_in: Counter<u64>,
+    /// Stanzas written to clients.
+    pub stanzas_out: Counter<u64>,
+    /// Failed SASL attempts.
+    pub auth_failures: Counter<u64>,
+    /// Successful logins.
+    pub auth_successes: Counter<u64>,
+    /// Streams closed with a stream error, by condition.
+    pub stream_errors: Counter<u64>,
+}
+
+/// The instruments, created on first use after the binary installed its meter provider.
+pub fn get() -> &'static EdgeMetrics {
+    static M: OnceLock<EdgeMetrics> = OnceLock::new();
+    M.get_or_init(|| {
+        let meter = opentelemetry::global::meter("relais.edge");
+        EdgeMetrics {
+            connections_accepted: meter
+                .u64_counter("relais.edge.connections.accepted")
+                .with_description("Client connections accepted")
+                .build(),
+            connections_open: meter
+                .i64_up_down_counter("relais.edge.connections.open")
+                .with_description("Client connections open now")
+                .build(),
+            stanzas_in: meter
+                .u64_counter("relais.edge.stanzas.received")
+                .with_description("Stanzas received from clients, by kind")
+                .build(),
+            stanzas_out: meter
+                .u64_counter("relais.edge.stanzas.sent")
+                .with_description("Stanzas written to clients")
+                .build(),
+            auth_failures: meter
+                .u64_counter("relais.edge.auth.failures")
+                .with_description("Failed SASL authentication attempts")
+                .build(),
+            auth_successes: meter
+                .u64_counter("relais.edge.auth.successes")
+                .with_description("Successful SASL authentications")
+                .build(),
+            stream_errors: meter
+                .u64_counter("relais.edge.stream_errors")
+                .with_description("Streams closed with a stream error, by condition")
+                .build(),
+        }
+    })
+}
