@@ -124,7 +124,13 @@ pub struct Client {
     pub jid: Option<FullJid>,
     exporter: Option<Vec<u8>>,
     next_id: u32,
+    /// XEP-0198: stanzas received since `<enabled/>` (or the `h` of our `<resume/>`),
+    /// counted as they are parsed; `None` before stream management.
+    sm_in: Option<u32>,
 }
+
+/// The XEP-0198 namespace.
+pub const NS_SM: &str = "urn:xmpp:sm:3";
 
 impl Client {
     /// Connects to the STARTTLS port and negotiates TLS; features of the secure stream are in
@@ -169,6 +175,7 @@ impl Client {
             jid: None,
             exporter: None,
             next_id: 0,
+            sm_in: None,
         }
     }
 
@@ -325,7 +332,10 @@ impl Client {
                     .filter(|c| c.ns() == ns::STREAMS_ERR)
                     .find_map(|c| StreamErrorCondition::from_name(c.name())),
             ),
-            Some(StreamEvent::Stanza(el)) => Incoming::Stanza(el),
+            Some(StreamEvent::Stanza(el)) => {
+                self.sm_count(&el);
+                Incoming::Stanza(el)
+            }
         })
     }
 
@@ -513,6 +523,83 @@ impl Client {
             .await;
         self.send(&Element::new("presence", ns::CLIENT)).await;
         roster
+    }
+
+    /// XEP-0198 counting of what the server sent, in wire order.
+    fn sm_count(&mut self, el: &Element) {
+        if el.is("enabled", NS_SM) {
+            self.sm_in = Some(0);
+        } else if let Some(n) = &mut self.sm_in
+            && el.ns() == ns::CLIENT
+            && matches!(el.name(), "message" | "presence" | "iq")
+        {
+            *n = n.wrapping_add(1);
+        }
+    }
+
+    /// XEP-0198: stanzas received since stream management started (our `h`).
+    pub fn sm_h(&self) -> Option<u32> {
+        self.sm_in
+    }
+
+    /// XEP-0198: sends `<enable/>` and returns the server's `<enabled/>` or `<failed/>`
+    /// (other stanzas stay queued for later `recv`s).
+    pub async fn sm_enable(&mut self, resume: bool) -> Element {
+        let mut enable = Element::new("enable", NS_SM);
+        if resume {
+            enable.set_attr("resume", "true");
+        }
+        self.send(&enable).await;
+        self.recv_matching(|e| e.is("enabled", NS_SM) || e.is("failed", NS_SM))
+            .await
+    }
+
+    /// XEP-0198: acknowledges everything received so far (`<a h='…'/>`).
+    pub async fn sm_ack(&mut self) {
+        let h = self.sm_in.expect("stream management not enabled");
+        self.sm_ack_h(h).await;
+    }
+
+    /// XEP-0198: sends `<a h='…'/>` with any `h`.
+    pub async fn sm_ack_h(&mut self, h: u32) {
+        self.send(&Element::new("a", NS_SM).attr("h", h.to_string()))
+            .await;
+    }
+
+    /// XEP-0198: `<r/>`, returning the server's `<a/>`.
+    pub async fn sm_request(&mut self) -> Element {
+        self.send(&Element::new("r", NS_SM)).await;
+        self.recv_matching(|e| e.is("a", NS_SM)).await
+    }
+
+    /// XEP-0198: after authentication, `<resume previd='…' h='…'/>`; returns `<resumed/>` or
+    /// `<failed/>`. On success counting goes on from `h` and the full JID is `jid`.
+    pub async fn sm_resume(&mut self, previd: &str, h: u32, jid: Option<FullJid>) -> Element {
+        let resume = Element::new("resume", NS_SM)
+            .attr("previd", previd)
+            .attr("h", h.to_string());
+        self.send(&resume).await;
+        let answer = self
+            .recv_matching(|e| e.is("resumed", NS_SM) || e.is("failed", NS_SM))
+            .await;
+        if answer.is("resumed", NS_SM) {
+            self.sm_in = Some(h);
+            self.jid = jid;
+        }
+        answer
+    }
+
+    /// Kills the connection abruptly: a TCP reset, no `</stream:stream>`, no TLS close.
+    pub fn kill(self) {
+        let tcp = match &self.io {
+            Io::Plain(s) => Some(s),
+            Io::Tls(t) => Some(t.get_ref().0),
+            Io::Gone => None,
+        };
+        if let Some(tcp) = tcp {
+            let _ = tcp.set_zero_linger();
+        }
+        drop(self);
     }
 
     /// Sends `</stream:stream>` and waits for the server to close.

@@ -5,6 +5,14 @@
 //! service delivers into, on its timers and on the shutdown signal. Reads are cancel-safe, so
 //! any branch may win. Writes are batched: everything queued is serialized into one buffer and
 //! flushed once.
+//!
+//! XEP-0198 stream management: the session service owns the counters of what it delivered,
+//! the unacknowledged queue and the resumption id (so a client can resume through another
+//! edge); the edge counts what it received (to answer `<r/>` without a round trip), asks for
+//! acknowledgements (`<r/>` at the end of each written batch, at most one outstanding unless
+//! [`R_EVERY`] more stanzas went out, and instead of XEP-0199 pings), forwards `<a/>` to the
+//! session, and on an unclean loss (socket error or EOF without `</stream:stream>`, write
+//! failure or timeout, ping timeout) calls `detach` instead of `close`.
 
 use std::io;
 use std::net::SocketAddr;
@@ -12,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
-use session::{ClientSink, SessionToken, SinkError, ToClient};
+use session::{ClientSink, NS_SM, SessionToken, SinkError, ToClient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
@@ -28,6 +36,35 @@ use crate::{EdgeContext, ListenMode};
 
 /// How much to try to read at once. The buffer is released while the connection is idle.
 const READ_CHUNK: usize = 4096;
+
+/// `<r/>`, written often enough to keep preformatted.
+const SM_R: &[u8] = b"<r xmlns='urn:xmpp:sm:3'/>";
+
+/// With stream management, another `<r/>` goes out after this many stanzas even while one is
+/// still unanswered.
+const R_EVERY: u32 = 5;
+
+/// How a bound connection ended, decided by the first thing that ended it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    /// The client closed its stream, or we sent a stream error: the session ends.
+    Clean,
+    /// The transport failed under us: a resumable session waits for `<resume/>`.
+    Lost,
+}
+
+/// The edge's half of XEP-0198 on this connection.
+struct SmConn {
+    /// The session can be resumed (the edge detaches it on an unclean loss).
+    resumable: bool,
+    /// Stanzas received from the client since `<enable/>` (or the session's count at resume),
+    /// modulo 2^32: the `h` of our `<a/>`.
+    received: u32,
+    /// Stanzas written since our last `<r/>`.
+    unrequested: u32,
+    /// An `<r/>` is out and no `<a/>` came back yet.
+    r_out: bool,
+}
 
 enum Transport {
     Plain(TcpStream),
@@ -160,6 +197,9 @@ struct Conn {
     started: Instant,
     /// The TLS layer may hold decrypted bytes we have not read yet.
     more: bool,
+    /// XEP-0198, once enabled or resumed.
+    sm: Option<SmConn>,
+    ending: Option<End>,
 }
 
 pub(crate) async fn run(
@@ -197,13 +237,20 @@ pub(crate) async fn run(
         paused_until: None,
         started: now,
         more: false,
+        sm: None,
+        ending: None,
     };
     if mode == ListenMode::DirectTls && !c.start_tls(false).await {
         return;
     }
     c.main_loop(&mut stop).await;
     if let Some((jid, token)) = c.bound.take() {
-        c.ctx.sessions.close(&jid, token).await;
+        if c.ending == Some(End::Lost) && c.sm.as_ref().is_some_and(|sm| sm.resumable) {
+            tracing::debug!(peer = %c.peer, jid = %jid, "connection lost; detaching the session");
+            c.ctx.sessions.detach(&jid, token).await;
+        } else {
+            c.ctx.sessions.close(&jid, token).await;
+        }
     }
     c.transport.shutdown().await;
     tracing::debug!(peer = %c.peer, "connection closed");
@@ -240,6 +287,9 @@ impl Conn {
                         Some(item) => {
                             let close = self.push_outbound(item);
                             let close = self.drain_outbound() || close;
+                            if !close {
+                                self.request_ack();
+                            }
                             if !self.flush().await || close {
                                 return;
                             }
@@ -249,13 +299,19 @@ impl Conn {
                 }
                 r = read_some(&mut self.transport, &mut self.rbuf, self.more), if read_enabled => {
                     match r {
-                        Ok(0) | Err(_) => return,
+                        Ok(0) | Err(_) => {
+                            self.end(End::Lost);
+                            return;
+                        }
                         Ok(n) => {
                             self.more = n >= READ_CHUNK;
                             self.last_in = Instant::now();
                             self.ping = None;
                             self.charge_rate(n);
                             let flow = self.on_bytes().await;
+                            if matches!(flow, Flow::Continue) {
+                                self.request_ack();
+                            }
                             let ok = self.flush().await;
                             if matches!(flow, Flow::Close) || !ok {
                                 return;
@@ -312,9 +368,19 @@ impl Conn {
         if let Some((_, sent)) = &self.ping {
             if now >= *sent + cfg.ping_timeout {
                 tracing::debug!(peer = %self.peer, "ping timed out");
+                self.end(End::Lost);
                 self.stream_error(StreamErrorCondition::ConnectionTimeout, None);
                 return false;
             }
+        } else if now >= self.last_in + cfg.ping_interval
+            && let Some(sm) = &mut self.sm
+        {
+            // Under stream management an `<r/>` probes the client without adding a stanza
+            // the session would have to count; any answer (or any input) clears it.
+            sm.r_out = true;
+            sm.unrequested = 0;
+            self.wbuf.extend_from_slice(SM_R);
+            self.ping = Some((String::new(), now));
         } else if now >= self.last_in + cfg.ping_interval {
             self.ping_seq = self.ping_seq.wrapping_add(1);
             let id = format!("relais-ping-{}", self.ping_seq);
@@ -358,6 +424,9 @@ impl Conn {
             tokio::time::timeout(timeout, self.transport.write_all(&data)).await,
             Ok(Ok(()))
         );
+        if !ok {
+            self.end(End::Lost);
+        }
         self.last_out = Instant::now();
         // Keep a small buffer for the next batch; drop a big one.
         if data.capacity() <= READ_CHUNK {
@@ -371,6 +440,12 @@ impl Conn {
     fn push_outbound(&mut self, item: ToClient) -> bool {
         match item {
             ToClient::Stanza(el) => {
+                if let Some(sm) = &mut self.sm
+                    && el.ns() == ns::CLIENT
+                    && matches!(el.name(), "message" | "presence" | "iq")
+                {
+                    sm.unrequested = sm.unrequested.saturating_add(1);
+                }
                 el.write_to(&mut self.wbuf, ns::CLIENT);
                 false
             }
@@ -400,8 +475,28 @@ impl Conn {
         close
     }
 
+    /// Records how the connection ends, unless that was decided already.
+    fn end(&mut self, how: End) {
+        self.ending.get_or_insert(how);
+    }
+
+    /// XEP-0198: asks the client to acknowledge what was written since the last request, at
+    /// the end of a batch. Cheap: one `<r/>` outstanding at a time, unless `R_EVERY` more
+    /// stanzas went out meanwhile.
+    fn request_ack(&mut self) {
+        let Some(sm) = &mut self.sm else {
+            return;
+        };
+        if sm.unrequested > 0 && (!sm.r_out || sm.unrequested >= R_EVERY) {
+            sm.unrequested = 0;
+            sm.r_out = true;
+            self.wbuf.extend_from_slice(SM_R);
+        }
+    }
+
     /// Queues a stream error and the stream close (with our header first if not yet sent).
     fn stream_error(&mut self, cond: StreamErrorCondition, text: Option<&str>) {
+        self.end(End::Clean);
         if !self.header_sent {
             let domain = if self.domain.is_empty() {
                 self.ctx.any_domain()
@@ -452,6 +547,7 @@ impl Conn {
         match ev {
             StreamEvent::Open(header) => self.on_header(header),
             StreamEvent::Close => {
+                self.end(End::Clean);
                 self.drain_outbound();
                 self.wbuf.extend_from_slice(b"</stream:stream>");
                 Flow::Close
@@ -461,8 +557,12 @@ impl Conn {
                     self.stream_error(StreamErrorCondition::NotWellFormed, None);
                     Flow::Close
                 }
+                Phase::Features if el.ns() == NS_SM && self.authenticated.is_some() => {
+                    self.on_sm_unbound(el).await
+                }
                 Phase::Features => self.on_negotiation(el).await,
                 Phase::Sasl(_) => self.on_sasl(el).await,
+                Phase::Bound if el.ns() == NS_SM => self.on_sm(el).await,
                 Phase::Bound => self.on_stanza(el).await,
             },
         }
@@ -528,6 +628,7 @@ impl Conn {
             );
             f.append_child(Element::new("ver", ns::ROSTER_VER));
             f.append_child(Element::new("sub", ns::PRE_APPROVAL));
+            f.append_child(Element::new("sm", NS_SM));
         }
         f
     }
@@ -947,13 +1048,19 @@ impl Conn {
                 return Flow::Close;
             }
         }
-        if el.is("iq", ns::CLIENT) && self.is_ping_reply(&el) {
+        // Under stream management every stanza goes to the session, which counts it (its
+        // count is what a resume reports), and every answer comes from the session.
+        if el.is("iq", ns::CLIENT) && self.is_ping_reply(&el) && self.sm.is_none() {
             return Flow::Continue;
         }
-        if el.is("iq", ns::CLIENT) && el.get_child("bind", ns::BIND).is_some() {
+        if el.is("iq", ns::CLIENT) && el.get_child("bind", ns::BIND).is_some() && self.sm.is_none()
+        {
             // A second bind on a stream is not supported (RFC 6120 §7.7.2.1 allows refusing).
             self.reply_error(&el, StanzaErrorCondition::NotAllowed);
             return Flow::Continue;
+        }
+        if let Some(sm) = &mut self.sm {
+            sm.received = sm.received.wrapping_add(1);
         }
         el.set_attr("from", full.as_str());
         match self.ctx.sessions.stanza(&full, token, el).await {
@@ -968,6 +1075,158 @@ impl Conn {
                 Flow::Continue
             }
         }
+    }
+
+    /// A stream-management element on a bound stream.
+    async fn on_sm(&mut self, el: Element) -> Flow {
+        let Some((full, token)) = self.bound.clone() else {
+            return Flow::Close;
+        };
+        match (el.name(), self.sm.as_mut()) {
+            ("r", Some(sm)) => {
+                let a = Element::new("a", NS_SM).attr("h", sm.received.to_string());
+                a.write_to(&mut self.wbuf, ns::CLIENT);
+                Flow::Continue
+            }
+            ("a", Some(sm)) => {
+                let Some(h) = el.get_attr("h").and_then(|h| h.trim().parse::<u32>().ok()) else {
+                    self.stream_error(StreamErrorCondition::BadFormat, Some("invalid h"));
+                    return Flow::Close;
+                };
+                sm.r_out = false;
+                match self.ctx.sessions.sm_ack(&full, token, h).await {
+                    Ok(()) => Flow::Continue,
+                    Err(session::SessionError::NoSession) => {
+                        self.bound = None;
+                        self.stream_error(StreamErrorCondition::Conflict, None);
+                        Flow::Close
+                    }
+                    Err(session::SessionError::Unsupported(why)) => {
+                        // XEP-0198 §4: acknowledging more than was sent ends the stream.
+                        tracing::info!(peer = %self.peer, jid = %full, h, why, "bad acknowledgement");
+                        self.stream_error(
+                            StreamErrorCondition::UndefinedCondition,
+                            Some("acknowledged more stanzas than were sent"),
+                        );
+                        Flow::Close
+                    }
+                    Err(e) => {
+                        tracing::warn!(jid = %full, error = %e, "session failed to take an acknowledgement");
+                        Flow::Continue
+                    }
+                }
+            }
+            ("enable", None) => {
+                let resume = matches!(el.get_attr("resume"), Some("true" | "1"));
+                match self.ctx.sessions.enable_sm(&full, token, resume).await {
+                    Ok(enabled) => {
+                        // The session sent `<enabled/>` through our queue, in order.
+                        tracing::debug!(peer = %self.peer, jid = %full, resumable = enabled.id.is_some(), "stream management enabled");
+                        self.sm = Some(SmConn {
+                            resumable: enabled.id.is_some(),
+                            received: 0,
+                            unrequested: 0,
+                            r_out: false,
+                        });
+                        Flow::Continue
+                    }
+                    Err(session::SessionError::NoSession) => {
+                        self.bound = None;
+                        self.stream_error(StreamErrorCondition::Conflict, None);
+                        Flow::Close
+                    }
+                    Err(e) => {
+                        tracing::info!(peer = %self.peer, jid = %full, error = %e, "stream management refused");
+                        let cond = match e.code() {
+                            session::ErrorCode::Unsupported => {
+                                StanzaErrorCondition::FeatureNotImplemented
+                            }
+                            _ => StanzaErrorCondition::InternalServerError,
+                        };
+                        self.sm_failed(cond);
+                        Flow::Continue
+                    }
+                }
+            }
+            ("enable" | "resume", _) => {
+                // A second `<enable/>`, or a resume on a bound stream.
+                self.sm_failed(StanzaErrorCondition::UnexpectedRequest);
+                Flow::Continue
+            }
+            _ => {
+                self.stream_error(StreamErrorCondition::UnsupportedStanzaType, None);
+                Flow::Close
+            }
+        }
+    }
+
+    /// A stream-management element after authentication, before binding: `<resume/>`.
+    async fn on_sm_unbound(&mut self, el: Element) -> Flow {
+        let Some(account) = self.authenticated.clone() else {
+            return Flow::Close;
+        };
+        match el.name() {
+            "resume" => {}
+            "enable" => {
+                // XEP-0198 §3: only after binding (the client may still bind).
+                self.sm_failed(StanzaErrorCondition::UnexpectedRequest);
+                return Flow::Continue;
+            }
+            _ => {
+                self.stream_error(StreamErrorCondition::UnsupportedStanzaType, None);
+                return Flow::Close;
+            }
+        }
+        let previd = el.get_attr("previd").unwrap_or_default().to_owned();
+        let Some(h) = el.get_attr("h").and_then(|h| h.trim().parse::<u32>().ok()) else {
+            self.sm_failed(StanzaErrorCondition::BadRequest);
+            return Flow::Continue;
+        };
+        let (tx, rx) = mpsc::channel(self.ctx.config.outbound_queue.max(1));
+        let sink: Arc<dyn ClientSink> = Arc::new(EdgeSink { tx });
+        match self
+            .ctx
+            .sessions
+            .sm_resume(&account, &previd, h, sink)
+            .await
+        {
+            Ok(resumed) => {
+                tracing::info!(peer = %self.peer, jid = %resumed.jid, "stream resumed");
+                // Written before anything of `rx` (the resent stanzas come next).
+                Element::new("resumed", NS_SM)
+                    .attr("previd", previd)
+                    .attr("h", resumed.server_h.to_string())
+                    .write_to(&mut self.wbuf, ns::CLIENT);
+                self.bound = Some((resumed.jid, resumed.token));
+                self.rx = Some(rx);
+                self.phase = Phase::Bound;
+                self.sm = Some(SmConn {
+                    resumable: true,
+                    received: resumed.server_h,
+                    unrequested: 0,
+                    r_out: false,
+                });
+                Flow::Continue
+            }
+            Err(e) => {
+                tracing::info!(peer = %self.peer, account = %account, error = %e, "resumption failed");
+                let cond = match e.code() {
+                    session::ErrorCode::Unsupported => StanzaErrorCondition::FeatureNotImplemented,
+                    session::ErrorCode::Unavailable => StanzaErrorCondition::InternalServerError,
+                    _ => StanzaErrorCondition::ItemNotFound,
+                };
+                // The client may bind a new session on this stream.
+                self.sm_failed(cond);
+                Flow::Continue
+            }
+        }
+    }
+
+    /// `<failed xmlns='urn:xmpp:sm:3'>` with a stanza error condition (XEP-0198 §6).
+    fn sm_failed(&mut self, cond: StanzaErrorCondition) {
+        Element::new("failed", NS_SM)
+            .child(Element::new(cond.as_str(), ns::STANZAS_ERR))
+            .write_to(&mut self.wbuf, ns::CLIENT);
     }
 
     /// The answer to our keepalive ping is for the edge, not the session.

@@ -194,6 +194,9 @@ pub struct SessionSection {
     pub offline_quota: usize,
     pub version_enabled: bool,
     pub max_resources: usize,
+    /// XEP-0198: seconds a session whose connection was lost waits for `<resume/>`
+    /// (0 turns resumption off).
+    pub sm_resume_secs: u32,
 }
 
 impl Default for SessionSection {
@@ -203,6 +206,7 @@ impl Default for SessionSection {
             offline_quota: s.offline_quota,
             version_enabled: s.version_enabled,
             max_resources: s.max_resources,
+            sm_resume_secs: s.sm_resume_secs,
         }
     }
 }

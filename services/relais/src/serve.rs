@@ -71,6 +71,8 @@ pub async fn serve(cfg: Config, v: Validated, telemetry: Arc<Telemetry>) -> Resu
         offline_quota: cfg.session.offline_quota,
         version_enabled: cfg.session.version_enabled,
         max_resources: cfg.session.max_resources,
+        sm_resume_secs: cfg.session.sm_resume_secs,
+        ..session::SessionConfig::default()
     };
     let router: Arc<dyn router::Router> = Arc::new(router::LocalRouter);
     let sessions = session::LocalSessionService::new(session_cfg, store.clone(), router);
@@ -79,7 +81,7 @@ pub async fn serve(cfg: Config, v: Validated, telemetry: Arc<Telemetry>) -> Resu
         v.domains.clone(),
         tls,
         store.accounts.clone(),
-        sessions,
+        sessions.clone(),
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -132,6 +134,8 @@ pub async fn serve(cfg: Config, v: Validated, telemetry: Arc<Telemetry>) -> Resu
     for t in tasks {
         let _ = t.await;
     }
+    // XEP-0198 sessions waiting for resumption hold messages only in memory: store them.
+    sessions.close_detached().await;
     drop(ctx);
     drop(store);
     tracing::info!("stopped");

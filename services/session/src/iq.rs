@@ -120,6 +120,12 @@ impl LocalSessionService {
             ("session", ns::SESSION, true) | ("ping", ns::PING, false) => {
                 q.push_back(iq_result(st, None));
             }
+            // A second bind on a stream (RFC 6120 §7.7.2.1 allows refusing it). The edge
+            // answers it itself, except under stream management, where every stanza the
+            // client receives must come through the session to be counted.
+            ("bind", ns::BIND, true) => {
+                self.bounce(st, StanzaErrorCondition::NotAllowed, None, q);
+            }
             ("query", ns::DISCO_INFO, false) => self.account_disco_info(st, payload, q),
             ("query", ns::DISCO_ITEMS, false) => disco_items(st, payload, q),
             _ => self.bounce(st, StanzaErrorCondition::ServiceUnavailable, None, q),

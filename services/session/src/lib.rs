@@ -2,14 +2,15 @@
 //!
 //! Modules: `state` (per-user state and its sharded map), `route` (addressing, messages,
 //! sessions), `iq` (IQs handled by the server), `presence` (broadcast, probes and the RFC 6121
-//! subscription state machine of `subscription`), `build` (stanza builders), `clock`.
+//! subscription state machine of `subscription`), `sm` (XEP-0198 stream management: counters,
+//! the unacknowledged queue, detach and resume), `build` (stanza builders), `clock`.
 //!
 //! The edge authenticates and binds, then talks to this service only through the
 //! [`SessionService`] trait; the session delivers back to the edge only through the
 //! [`ClientSink`] it was given. In a cluster both cross gRPC; here they are in-process.
 
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
 use xmpp::{BareJid, Element, FullJid, StreamErrorCondition};
@@ -20,13 +21,18 @@ mod iq;
 mod presence;
 mod roster;
 mod route;
+mod sm;
 mod state;
 mod subscription;
+
+pub use sm::{NS_SM, resume_id_owner};
 
 /// What the session sends to one client connection.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ToClient {
-    /// A stanza to write to the client, `from`/`to` already set. Namespace `jabber:client`.
+    /// A stanza to write to the client, `from`/`to` already set. Namespace `jabber:client`;
+    /// the one exception is XEP-0198's `<enabled/>`, which `enable_sm` sends this way so that
+    /// it lands exactly where counting starts.
     Stanza(Element),
     /// Close the stream with this stream error (for example `<conflict/>` when a new session
     /// took this full JID).
@@ -116,7 +122,9 @@ pub trait SessionService: Send + Sync + 'static {
     ) -> Result<(), SessionError>;
 
     /// The connection ended. If the session had sent available presence and never
-    /// unavailable, contacts get unavailable presence. A stale token is ignored.
+    /// unavailable, contacts get unavailable presence. A stale token is ignored. With stream
+    /// management, the messages the client never acknowledged go to offline storage
+    /// (XEP-0198 §5: the server treats them as undelivered).
     async fn close(&self, jid: &FullJid, token: SessionToken);
 
     /// XEP-0198: the client sent `<enable/>` on this session. From now on the service counts
@@ -124,6 +132,11 @@ pub trait SessionService: Send + Sync + 'static {
     /// it, and counts the stanzas it receives through `stanza`. With `resume`, it returns a
     /// resumption id (which names the bare JID, so a cluster can route a resume to the owning
     /// node) and how long a detached session is kept.
+    ///
+    /// The `<enabled/>` element is not written by the edge: the service sends it through the
+    /// session's sink (as `ToClient::Stanza`), at the exact point from which it counts, so no
+    /// stanza delivered just before or after can be miscounted. The edge writes it like any
+    /// other item and only keeps the returned values. On error nothing was sent.
     async fn enable_sm(
         &self,
         _jid: &FullJid,
@@ -136,14 +149,20 @@ pub trait SessionService: Send + Sync + 'static {
     /// XEP-0198: the client acknowledged `h` stanzas in total (`<a h='…'/>`). Acknowledged
     /// stanzas are forgotten; an `h` larger than what was sent is an error
     /// (`Unsupported("h too large")`), which the edge turns into `<undefined-condition/>`.
-    async fn sm_ack(&self, _jid: &FullJid, _token: SessionToken, _h: u32) -> Result<(), SessionError> {
+    async fn sm_ack(
+        &self,
+        _jid: &FullJid,
+        _token: SessionToken,
+        _h: u32,
+    ) -> Result<(), SessionError> {
         Err(SessionError::Unsupported("stream management"))
     }
 
     /// The connection was lost without a clean close. A session with resumable stream
     /// management stays bound (its presence unchanged) for its resumption time, queueing what
     /// arrives; after that it ends as in `close`, and every unacknowledged message goes to
-    /// offline storage, never to the floor. Other sessions end as in `close`.
+    /// offline storage, never to the floor. Other sessions end as in `close` (which also
+    /// stores the unacknowledged messages of a non-resumable stream-managed session).
     async fn detach(&self, jid: &FullJid, token: SessionToken) {
         self.close(jid, token).await;
     }
@@ -193,6 +212,14 @@ pub struct SessionConfig {
     pub version_enabled: bool,
     /// The most bound resources per account.
     pub max_resources: usize,
+    /// XEP-0198: seconds a resumable session whose connection was lost stays bound, waiting
+    /// for `<resume/>`. 0 disables resumption.
+    pub sm_resume_secs: u32,
+    /// XEP-0198: the most unacknowledged stanzas kept per session; past it the session is
+    /// closed with `<policy-violation/>` (unacknowledged messages go to offline storage).
+    pub sm_max_unacked: usize,
+    /// XEP-0198: the most bytes (approximately) of unacknowledged stanzas kept per session.
+    pub sm_max_unacked_bytes: usize,
 }
 
 impl Default for SessionConfig {
@@ -202,12 +229,17 @@ impl Default for SessionConfig {
             offline_quota: 1000,
             version_enabled: true,
             max_resources: 16,
+            sm_resume_secs: 300,
+            sm_max_unacked: 1000,
+            sm_max_unacked_bytes: 512 * 1024,
         }
     }
 }
 
 /// The in-process session service.
 pub struct LocalSessionService {
+    /// This service, for the tasks it spawns (resumption timeouts).
+    me: Weak<LocalSessionService>,
     config: SessionConfig,
     /// `config.domains`, prepared like JID domainparts.
     domains: Vec<String>,
@@ -232,7 +264,8 @@ impl LocalSessionService {
                 Err(_) => d.to_lowercase(),
             })
             .collect();
-        Arc::new(LocalSessionService {
+        Arc::new_cyclic(|me| LocalSessionService {
+            me: me.clone(),
             config,
             domains,
             storage,
@@ -268,5 +301,28 @@ impl SessionService for LocalSessionService {
     }
     async fn close(&self, jid: &FullJid, token: SessionToken) {
         self.close_session(jid, token).await
+    }
+    async fn enable_sm(
+        &self,
+        jid: &FullJid,
+        token: SessionToken,
+        resume: bool,
+    ) -> Result<SmEnabled, SessionError> {
+        self.sm_enable(jid, token, resume).await
+    }
+    async fn sm_ack(&self, jid: &FullJid, token: SessionToken, h: u32) -> Result<(), SessionError> {
+        self.sm_ack_h(jid, token, h).await
+    }
+    async fn detach(&self, jid: &FullJid, token: SessionToken) {
+        self.sm_detach(jid, token).await
+    }
+    async fn sm_resume(
+        &self,
+        account: &BareJid,
+        id: &str,
+        h: u32,
+        sink: Arc<dyn ClientSink>,
+    ) -> Result<SmResumed, SessionError> {
+        self.sm_resume_session(account, id, h, sink).await
     }
 }

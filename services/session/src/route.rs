@@ -39,6 +39,7 @@ impl LocalSessionService {
     ) -> Result<SessionToken, SessionError> {
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         let bare = jid.bare();
+        let mut q = Queue::new();
         let mut user = self.users.lock(&bare).await;
         let mut res = Resource::new(jid.clone(), token, sink);
         if let Some(pos) = user.resources.iter().position(|r| r.jid == jid) {
@@ -55,6 +56,10 @@ impl LocalSessionService {
             }
             res.stale_presence = old.announced();
             res.directed = old.directed;
+            if let Some(sm) = &old.sm {
+                // A detached (or live) stream-managed session replaced without resuming.
+                self.store_unacked(&user, sm.finish(), &mut q).await;
+            }
             tracing::info!(jid = %jid, token, "session replaced");
         } else if user.resources.len() >= self.config.max_resources {
             tracing::info!(jid = %jid, max = self.config.max_resources, "too many resources");
@@ -65,6 +70,10 @@ impl LocalSessionService {
             tracing::debug!(jid = %jid, token, "session opened");
         }
         user.resources.push(res);
+        drop(user);
+        if let Err(e) = self.process(q).await {
+            tracing::warn!(jid = %jid, error = %e, "storage failure while replacing a session");
+        }
         Ok(SessionToken(token))
     }
 
@@ -83,6 +92,9 @@ impl LocalSessionService {
             };
             let gone = user.resources.remove(pos);
             tracing::debug!(jid = %jid, token = token.0, "session closed");
+            if let Some(sm) = &gone.sm {
+                self.store_unacked(&user, sm.finish(), &mut q).await;
+            }
             let unavailable = Element::new("presence", ns::CLIENT).attr("type", "unavailable");
             let announced = gone.announced();
             self.send_unavailable(
@@ -109,12 +121,15 @@ impl LocalSessionService {
     ) -> Result<(), SessionError> {
         {
             let user = self.users.lock(&jid.bare()).await;
-            if !user
+            let Some(r) = user
                 .resources
                 .iter()
-                .any(|r| &r.jid == jid && r.token == token.0)
-            {
+                .find(|r| &r.jid == jid && r.token == token.0)
+            else {
                 return Err(SessionError::NoSession);
+            };
+            if let Some(sm) = &r.sm {
+                sm.received();
             }
         }
         st.set_attr("from", jid.as_str());

@@ -20,6 +20,7 @@ use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 use xmpp::{BareJid, Element, FullJid};
 
 use crate::ClientSink;
+use crate::sm::SmSink;
 
 /// The most directed-presence targets remembered per resource.
 pub(crate) const MAX_DIRECTED: usize = 256;
@@ -28,7 +29,10 @@ pub(crate) const MAX_DIRECTED: usize = 256;
 pub(crate) struct Resource {
     pub jid: FullJid,
     pub token: u64,
+    /// Where deliveries go: the connection's sink, or the `sm` wrapper around it.
     pub sink: Arc<dyn ClientSink>,
+    /// XEP-0198 state, once the client enabled stream management (the same object as `sink`).
+    pub sm: Option<Arc<SmSink>>,
     /// The last available presence the resource broadcast (without `to`), boxed so an idle
     /// resource without presence pays one pointer.
     pub presence: Option<Box<Element>>,
@@ -52,6 +56,7 @@ impl Resource {
             jid,
             token,
             sink,
+            sm: None,
             presence: None,
             directed: Vec::new(),
             priority: 0,
@@ -150,6 +155,20 @@ impl Users {
                 guard,
             };
         }
+    }
+
+    /// Every user with an entry now (a snapshot).
+    pub fn keys(&self) -> Vec<BareJid> {
+        self.shards
+            .iter()
+            .flat_map(|s| {
+                s.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     /// How many users have an entry (online users plus transient ones being worked on).

@@ -1,0 +1,431 @@
+//! XEP-0198 stream management in the session service: counting, acknowledgements, detach,
+//! resumption, expiry to offline storage and the queue cap.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use session::{
+    ErrorCode, NS_SM, SessionConfig, SessionError, SessionService, SmResumed, ToClient,
+    resume_id_owner,
+};
+use tokio::sync::mpsc;
+use xmpp::{Element, StreamErrorCondition, ns};
+
+fn body(st: &Element) -> Option<String> {
+    st.get_child("body", ns::CLIENT).map(Element::text)
+}
+
+fn bodies(items: &[Element]) -> Vec<String> {
+    items.iter().filter_map(body).collect()
+}
+
+/// Enables stream management and checks the `<enabled/>` the client gets; returns the id.
+async fn enable(c: &mut Client, resume: bool) -> Option<String> {
+    let en = c.svc.enable_sm(&c.jid, c.token, resume).await.unwrap();
+    let items = c.drain();
+    let [ToClient::Stanza(marker)] = items.as_slice() else {
+        panic!("expected only <enabled/>, got {items:?}");
+    };
+    assert!(marker.is("enabled", NS_SM), "{marker}");
+    assert_eq!(marker.get_attr("id"), en.id.as_deref());
+    if let Some(id) = &en.id {
+        assert_eq!(marker.get_attr("resume"), Some("true"));
+        assert_eq!(
+            marker.get_attr("max"),
+            Some(en.max_secs.to_string().as_str())
+        );
+        assert_eq!(resume_id_owner(id), Some(c.jid.bare()));
+    }
+    en.id
+}
+
+/// Resumes `id` as `bare` on a fresh recording sink.
+async fn resume(
+    env: &Env,
+    bare: &str,
+    id: &str,
+    h: u32,
+) -> Result<(SmResumed, Client), SessionError> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let r = env
+        .svc
+        .sm_resume(&bare.parse().unwrap(), id, h, Arc::new(Recorder(tx)))
+        .await?;
+    let c = Client {
+        svc: Arc::clone(&env.svc),
+        jid: r.jid.clone(),
+        token: r.token,
+        rx,
+    };
+    Ok((r, c))
+}
+
+/// Waits (bounded) until `bare` holds `n` offline messages; the count is what is asserted.
+async fn wait_offline(env: &Env, bare: &str, n: usize) -> usize {
+    let mut count = 0;
+    for _ in 0..400 {
+        count = env.offline_count(bare).await;
+        if count >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    count
+}
+
+#[tokio::test]
+async fn enabled_is_delivered_in_order_and_enable_only_once() {
+    let env = Env::new();
+    let alice = env.online("alice@localhost/a", 0).await;
+    let mut bob = env.online("bob@localhost/b", 0).await;
+    let id = enable(&mut bob, true).await;
+    assert!(id.is_some());
+    let again = env
+        .svc
+        .enable_sm(&bob.jid, bob.token, true)
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), ErrorCode::Unsupported);
+    // Acknowledging before anything was sent is acknowledging too much.
+    assert!(env.svc.sm_ack(&bob.jid, bob.token, 1).await.is_err());
+    alice
+        .send(msg("bob@localhost", Some("chat"), Some("one")))
+        .await;
+    assert_eq!(bodies(&bob.stanzas()), ["one"]);
+    env.svc.sm_ack(&bob.jid, bob.token, 1).await.unwrap();
+    // Not resumable when not asked for, nor with resumption switched off.
+    let mut carol = env.online("carol@localhost/c", 0).await;
+    assert_eq!(enable(&mut carol, false).await, None);
+    let off = Env::with(SessionConfig {
+        sm_resume_secs: 0,
+        ..SessionConfig::default()
+    });
+    let mut dave = off.online("dave@localhost/d", 0).await;
+    assert_eq!(enable(&mut dave, true).await, None);
+    // A stale token cannot enable anything.
+    let stale = env
+        .svc
+        .enable_sm(&bob.jid, session::SessionToken(u64::MAX), true)
+        .await
+        .unwrap_err();
+    assert!(matches!(stale, SessionError::NoSession));
+}
+
+#[tokio::test]
+async fn resume_resends_what_was_not_acknowledged_in_order() {
+    let env = Env::new();
+    let alice = env.online("alice@localhost/a", 0).await;
+    let mut bob = env.online("bob@localhost/b", 0).await;
+    let id = enable(&mut bob, true).await.unwrap();
+    // Two stanzas from bob: the server's h.
+    bob.send(pres(None, None)).await;
+    bob.send(iq("get", None, Element::new("ping", ns::PING)))
+        .await;
+    let own = bob.stanzas().len() as u32; // presence echo and the pong
+    for b in ["m1", "m2", "m3", "m4"] {
+        alice
+            .send(msg("bob@localhost", Some("chat"), Some(b)))
+            .await;
+    }
+    assert_eq!(bodies(&bob.stanzas()), ["m1", "m2", "m3", "m4"]);
+    // The client saw everything but acknowledged only through m2.
+    env.svc.sm_ack(&bob.jid, bob.token, own + 2).await.unwrap();
+    env.svc.detach(&bob.jid, bob.token).await;
+    // Detached: still bound, deliveries are queued rather than stored.
+    alice
+        .send(msg("bob@localhost", Some("chat"), Some("m5")))
+        .await;
+    bob.nothing();
+    assert_eq!(env.offline_count("bob@localhost").await, 0);
+
+    let (r, mut resumed) = resume(&env, "bob@localhost", &id, own + 2).await.unwrap();
+    assert_eq!(r.jid, bob.jid);
+    assert_ne!(r.token, bob.token);
+    assert_eq!(r.server_h, 2);
+    assert_eq!(bodies(&resumed.stanzas()), ["m3", "m4", "m5"]);
+    // The old connection's token is dead; its late close changes nothing.
+    let err = env
+        .svc
+        .stanza(&bob.jid, bob.token, pres(None, None))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SessionError::NoSession));
+    bob.close().await;
+    alice
+        .send(msg("bob@localhost", Some("chat"), Some("m6")))
+        .await;
+    assert_eq!(bodies(&resumed.stanzas()), ["m6"]);
+    // Counting goes on from the resumed values: m3..m6 are unacknowledged.
+    assert!(
+        env.svc
+            .sm_ack(&resumed.jid, resumed.token, own + 7)
+            .await
+            .is_err()
+    );
+    env.svc
+        .sm_ack(&resumed.jid, resumed.token, own + 6)
+        .await
+        .unwrap();
+    resumed.close().await;
+    assert_eq!(env.offline_count("bob@localhost").await, 0);
+}
+
+#[tokio::test]
+async fn resume_of_an_attached_session_closes_the_old_connection() {
+    let env = Env::new();
+    let alice = env.online("alice@localhost/a", 0).await;
+    let mut bob = env.online("bob@localhost/b", 0).await;
+    let id = enable(&mut bob, true).await.unwrap();
+    alice
+        .send(msg("bob@localhost", Some("chat"), Some("m1")))
+        .await;
+    assert_eq!(bodies(&bob.stanzas()), ["m1"]);
+    let (_, mut resumed) = resume(&env, "bob@localhost", &id, 0).await.unwrap();
+    assert_eq!(
+        bob.drain(),
+        vec![ToClient::Close(StreamErrorCondition::Conflict)]
+    );
+    assert_eq!(bodies(&resumed.stanzas()), ["m1"]);
+}
+
+#[tokio::test]
+async fn resume_checks_the_account_the_id_and_h() {
+    let env = Env::new();
+    let mut bob = env.online("bob@localhost/b", 0).await;
+    let _alice = env.online("alice@localhost/a", 0).await;
+    let id = enable(&mut bob, true).await.unwrap();
+    env.svc.detach(&bob.jid, bob.token).await;
+    for (account, id, h) in [
+        // Someone else's id, even a valid one.
+        ("alice@localhost", id.as_str(), 0),
+        ("bob@localhost", "garbage", 0),
+        ("bob@localhost", "", 0),
+        // A well-formed id of this account that was never issued.
+        (
+            "bob@localhost",
+            "AAAAAAAAAAAAAAAAAAAAAGJvYkBsb2NhbGhvc3Q",
+            0,
+        ),
+        // More than the server ever sent.
+        ("bob@localhost", id.as_str(), 1),
+    ] {
+        let err = resume(&env, account, id, h).await.err().unwrap();
+        assert!(matches!(err, SessionError::ResumeFailed(_)), "{err:?}");
+        assert_eq!(err.code(), ErrorCode::NotFound);
+    }
+    // None of that harmed the session.
+    resume(&env, "bob@localhost", &id, 0).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_expired_session_ends_and_its_messages_go_offline() {
+    let env = Env::with(SessionConfig {
+        sm_resume_secs: 1,
+        ..SessionConfig::default()
+    });
+    let mut alice = env.online("alice@localhost/a", 0).await;
+    let mut bob = env.online("bob@localhost/b", 0).await;
+    befriend(&mut alice, &mut bob).await;
+    let id = enable(&mut bob, true).await.unwrap();
+    alice
+        .send(msg("bob@localhost/b", Some("chat"), Some("m1")))
+        .await;
+    alice
+        .send(msg("bob@localhost", Some("headline"), Some("news")))
+        .await;
+    bob.stanzas();
+    env.svc.detach(&bob.jid, bob.token).await;
+    alice
+        .send(msg("bob@localhost", Some("normal"), Some("m2")))
+        .await;
+    alice.send(msg("bob@localhost", Some("chat"), None)).await;
+
+    assert_eq!(wait_offline(&env, "bob@localhost", 2).await, 2);
+    // Closed as by `close`: contacts learn bob left, and the id is dead.
+    let gone = alice.one();
+    assert!(is_type(&gone, "presence", Some("unavailable")), "{gone}");
+    assert_eq!(gone.get_attr("from"), Some("bob@localhost/b"));
+    assert!(resume(&env, "bob@localhost", &id, 0).await.is_err());
+
+    let mut again = env.login("bob@localhost/b").await;
+    again.send(available(0)).await;
+    let got: Vec<Element> = again
+        .stanzas()
+        .into_iter()
+        .filter(|s| s.name() == "message")
+        .collect();
+    assert_eq!(bodies(&got), ["m1", "m2"]);
+    assert_eq!(got[0].get_attr("from"), Some("alice@localhost/a"));
+    assert_eq!(got[0].get_attr("to"), Some("bob@localhost/b"));
+    assert_eq!(got[1].get_attr("to"), Some("bob@localhost"));
+    for m in &got {
+        assert_eq!(m.children().filter(|c| c.is("delay", ns::DELAY)).count(), 1);
+    }
+}
+
+#[tokio::test]
+async fn detached_sessions_keep_their_presence() {
+    let env = Env::new();
+    let mut alice = env.online("alice@localhost/a", 0).await;
+    let mut bob = env.online("bob@localhost/b", 0).await;
+    befriend(&mut alice, &mut bob).await;
+    enable(&mut bob, true).await.unwrap();
+    env.svc.detach(&bob.jid, bob.token).await;
+    alice.nothing();
+    // A probe still finds bob available.
+    alice.send(pres(None, Some("unavailable"))).await;
+    alice.send(available(0)).await;
+    let seen = alice.stanzas();
+    assert!(
+        seen.iter().any(|p| p.name() == "presence"
+            && p.get_attr("from") == Some("bob@localhost/b")
+            && p.get_attr("type").is_none()),
+        "{seen:#?}"
+    );
+    // Shutdown stores what detached sessions hold.
+    alice
+        .send(msg("bob@localhost", Some("chat"), Some("late")))
+        .await;
+    assert_eq!(env.offline_count("bob@localhost").await, 0);
+    env.svc.close_detached().await;
+    assert_eq!(env.offline_count("bob@localhost").await, 1);
+}
+
+#[tokio::test]
+async fn closing_a_stream_managed_session_stores_unacknowledged_messages() {
+    let env = Env::new();
+    let alice = env.online("alice@localhost/a", 0).await;
+    let mut bob = env.online("bob@localhost/b", 0).await;
+    assert_eq!(enable(&mut bob, false).await, None);
+    for b in ["m1", "m2", "m3"] {
+        alice
+            .send(msg("bob@localhost", Some("chat"), Some(b)))
+            .await;
+    }
+    assert_eq!(bodies(&bob.stanzas()), ["m1", "m2", "m3"]);
+    env.svc.sm_ack(&bob.jid, bob.token, 1).await.unwrap();
+    // Not resumable: a lost connection is a close.
+    env.svc.detach(&bob.jid, bob.token).await;
+    assert_eq!(env.offline_count("bob@localhost").await, 2);
+    assert_eq!(env.svc.live_users(), 1);
+
+    let mut again = env.login("bob@localhost/b").await;
+    again.send(available(0)).await;
+    let got: Vec<Element> = again
+        .stanzas()
+        .into_iter()
+        .filter(|s| s.name() == "message")
+        .collect();
+    assert_eq!(bodies(&got), ["m2", "m3"]);
+}
+
+#[tokio::test]
+async fn offline_messages_stored_again_keep_one_delay_and_their_stamp() {
+    let env = Env::new();
+    let alice = env.online("alice@localhost/a", 0).await;
+    env.account("bob@localhost").await;
+    alice
+        .send(msg("bob@localhost", Some("chat"), Some("while away")))
+        .await;
+    let mut bob = env.login("bob@localhost/b").await;
+    enable(&mut bob, false).await;
+    bob.send(available(0)).await;
+    let first: Vec<Element> = bob
+        .stanzas()
+        .into_iter()
+        .filter(|s| s.name() == "message")
+        .collect();
+    assert_eq!(bodies(&first), ["while away"]);
+    let stamp = |m: &Element| {
+        m.get_child("delay", ns::DELAY)
+            .and_then(|d| d.get_attr("stamp"))
+            .map(str::to_owned)
+    };
+    // Never acknowledged: stored again on close.
+    bob.close().await;
+    assert_eq!(env.offline_count("bob@localhost").await, 1);
+    let mut again = env.login("bob@localhost/b").await;
+    again.send(available(0)).await;
+    let second: Vec<Element> = again
+        .stanzas()
+        .into_iter()
+        .filter(|s| s.name() == "message")
+        .collect();
+    assert_eq!(bodies(&second), ["while away"]);
+    assert_eq!(
+        second[0]
+            .children()
+            .filter(|c| c.is("delay", ns::DELAY))
+            .count(),
+        1
+    );
+    assert_eq!(stamp(&second[0]), stamp(&first[0]));
+}
+
+#[tokio::test]
+async fn binding_the_resource_again_stores_the_detached_sessions_messages() {
+    let env = Env::new();
+    let alice = env.online("alice@localhost/a", 0).await;
+    let mut bob = env.online("bob@localhost/b", 0).await;
+    let id = enable(&mut bob, true).await.unwrap();
+    alice
+        .send(msg("bob@localhost", Some("chat"), Some("m1")))
+        .await;
+    env.svc.detach(&bob.jid, bob.token).await;
+    let _fresh = env.login("bob@localhost/b").await;
+    assert_eq!(env.offline_count("bob@localhost").await, 1);
+    assert!(resume(&env, "bob@localhost", &id, 0).await.is_err());
+}
+
+#[tokio::test]
+async fn over_the_cap_the_session_closes_and_nothing_is_lost() {
+    let env = Env::with(SessionConfig {
+        sm_max_unacked: 3,
+        ..SessionConfig::default()
+    });
+    let alice = env.online("alice@localhost/a", 0).await;
+    let mut bob = env.online("bob@localhost/b", 0).await;
+    let id = enable(&mut bob, true).await.unwrap();
+    for b in ["m1", "m2", "m3", "m4"] {
+        alice
+            .send(msg("bob@localhost", Some("chat"), Some(b)))
+            .await;
+    }
+    let items = bob.drain();
+    assert_eq!(
+        items.last(),
+        Some(&ToClient::Close(StreamErrorCondition::PolicyViolation))
+    );
+    let written: Vec<Element> = items
+        .iter()
+        .filter_map(|i| match i {
+            ToClient::Stanza(e) => Some(e.clone()),
+            ToClient::Close(_) => None,
+        })
+        .collect();
+    assert_eq!(bodies(&written), ["m1", "m2", "m3"]);
+    assert_eq!(wait_offline(&env, "bob@localhost", 4).await, 4);
+    assert!(resume(&env, "bob@localhost", &id, 0).await.is_err());
+    let mut again = env.login("bob@localhost/b").await;
+    again.send(available(0)).await;
+    let got: Vec<Element> = again
+        .stanzas()
+        .into_iter()
+        .filter(|s| s.name() == "message")
+        .collect();
+    assert_eq!(bodies(&got), ["m1", "m2", "m3", "m4"]);
+}
+
+#[tokio::test]
+async fn a_second_bind_is_refused_by_the_session() {
+    let env = Env::new();
+    let mut bob = env.online("bob@localhost/b", 0).await;
+    let bind =
+        Element::new("bind", ns::BIND).child(Element::new("resource", ns::BIND).text_node("other"));
+    let r = bob.iq(iq("set", None, bind)).await;
+    assert_eq!(condition(&r), Some(xmpp::StanzaErrorCondition::NotAllowed));
+}
