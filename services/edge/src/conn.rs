@@ -20,10 +20,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
-use session::{ClientSink, NS_SM, SessionToken, SinkError, ToClient};
+use session::{ClientSink, NS_SM, SessionToken, ToClient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
@@ -31,6 +31,7 @@ use xmpp::parser::{StreamEvent, StreamHeader, StreamParser};
 use xmpp::scram::{ScramHash, ScramServer};
 use xmpp::{BareJid, Element, FullJid, StanzaErrorCondition, StreamErrorCondition, ns};
 
+use crate::outbox::{OutboxReceiver, outbox};
 use crate::sasl::{self, Mechanism, SaslFailure};
 use crate::{EdgeContext, ListenMode};
 
@@ -127,20 +128,6 @@ async fn read_some(transport: &mut Transport, buf: &mut Vec<u8>, more: bool) -> 
     transport.read_buf(buf).await
 }
 
-/// The in-process sink the session service delivers into.
-struct EdgeSink {
-    tx: mpsc::Sender<ToClient>,
-}
-
-impl ClientSink for EdgeSink {
-    fn send(&self, item: ToClient) -> Result<(), SinkError> {
-        self.tx.try_send(item).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => SinkError::Full,
-            mpsc::error::TrySendError::Closed(_) => SinkError::Closed,
-        })
-    }
-}
-
 /// Where the stream negotiation stands.
 enum Phase {
     /// Waiting for the client's stream header.
@@ -186,7 +173,7 @@ struct Conn {
     auth_failures: u32,
     exporter: Option<Vec<u8>>,
     bound: Option<(FullJid, SessionToken)>,
-    rx: Option<mpsc::Receiver<ToClient>>,
+    rx: Option<OutboxReceiver>,
     last_in: Instant,
     last_out: Instant,
     ping: Option<(String, Instant)>,
@@ -240,7 +227,7 @@ pub(crate) async fn run(
         sm: None,
         ending: None,
     };
-    if mode == ListenMode::DirectTls && !c.start_tls(false).await {
+    if mode == ListenMode::DirectTls && !Box::pin(c.start_tls(false)).await {
         return;
     }
     c.main_loop(&mut stop).await;
@@ -428,11 +415,9 @@ impl Conn {
             self.end(End::Lost);
         }
         self.last_out = Instant::now();
-        // Keep a small buffer for the next batch; drop a big one.
-        if data.capacity() <= READ_CHUNK {
-            self.wbuf = data;
-            self.wbuf.clear();
-        }
+        // The buffer is not kept: an idle connection holds no write memory, and one
+        // allocation per flushed batch is cheap next to the write itself.
+        drop(data);
         ok
     }
 
@@ -445,6 +430,9 @@ impl Conn {
                     && matches!(el.name(), "message" | "presence" | "iq")
                 {
                     sm.unrequested = sm.unrequested.saturating_add(1);
+                }
+                if let Some(kind) = crate::metrics::StanzaKind::of(&el) {
+                    crate::metrics::get().stanzas_out.add(1, kind.attrs());
                 }
                 el.write_to(&mut self.wbuf, ns::CLIENT);
                 false
@@ -463,13 +451,13 @@ impl Conn {
         let mut close = false;
         while let Some(rx) = self.rx.as_mut() {
             match rx.try_recv() {
-                Ok(item) => {
+                Some(item) => {
                     if self.push_outbound(item) {
                         close = true;
                         break;
                     }
                 }
-                Err(_) => break,
+                None => break,
             }
         }
         close
@@ -497,6 +485,10 @@ impl Conn {
     /// Queues a stream error and the stream close (with our header first if not yet sent).
     fn stream_error(&mut self, cond: StreamErrorCondition, text: Option<&str>) {
         self.end(End::Clean);
+        crate::metrics::get().stream_errors.add(
+            1,
+            &[opentelemetry::KeyValue::new("condition", cond.as_str())],
+        );
         if !self.header_sent {
             let domain = if self.domain.is_empty() {
                 self.ctx.any_domain()
@@ -560,8 +552,10 @@ impl Conn {
                 Phase::Features if el.ns() == NS_SM && self.authenticated.is_some() => {
                     self.on_sm_unbound(el).await
                 }
-                Phase::Features => self.on_negotiation(el).await,
-                Phase::Sasl(_) => self.on_sasl(el).await,
+                // Negotiation happens once per connection: boxing its futures keeps the
+                // connection's own future (what an idle session holds) small.
+                Phase::Features => Box::pin(self.on_negotiation(el)).await,
+                Phase::Sasl(_) => Box::pin(self.on_sasl(el)).await,
                 Phase::Bound if el.ns() == NS_SM => self.on_sm(el).await,
                 Phase::Bound => self.on_stanza(el).await,
             },
@@ -908,6 +902,7 @@ impl Conn {
 
     fn sasl_success(&mut self, jid: BareJid, data: Option<Vec<u8>>) -> Flow {
         tracing::info!(peer = %self.peer, jid = %jid, "authenticated");
+        crate::metrics::get().auth_successes.add(1, &[]);
         let mut ok = Element::new("success", ns::SASL);
         if let Some(d) = data {
             ok = ok.text_node(sasl::encode_payload(&d));
@@ -943,6 +938,7 @@ impl Conn {
         self.phase = Phase::Features;
         if counted {
             self.auth_failures += 1;
+            crate::metrics::get().auth_failures.add(1, &[]);
             let account = jid.as_ref().map(BareJid::as_str);
             let delay = self.ctx.limiter.failure(self.peer.ip(), account);
             tracing::info!(peer = %self.peer, account = account.unwrap_or("-"), "authentication failed");
@@ -988,8 +984,8 @@ impl Conn {
                 Err(_) => return Flow::Close,
             },
         };
-        let (tx, rx) = mpsc::channel(self.ctx.config.outbound_queue.max(1));
-        let sink: Arc<dyn ClientSink> = Arc::new(EdgeSink { tx });
+        let (sink, rx) = outbox(self.ctx.config.outbound_queue);
+        let sink: Arc<dyn ClientSink> = sink;
         match self.ctx.sessions.open(full.clone(), sink).await {
             Ok(token) => {
                 tracing::debug!(peer = %self.peer, jid = %full, "bound");
@@ -1031,10 +1027,11 @@ impl Conn {
         let Some((full, token)) = self.bound.clone() else {
             return Flow::Close;
         };
-        if el.ns() != ns::CLIENT || !matches!(el.name(), "message" | "presence" | "iq") {
+        let Some(kind) = crate::metrics::StanzaKind::of(&el) else {
             self.stream_error(StreamErrorCondition::UnsupportedStanzaType, None);
             return Flow::Close;
-        }
+        };
+        crate::metrics::get().stanzas_in.add(1, kind.attrs());
         if let Some(from) = el.get_attr("from") {
             // RFC 6120 §8.1.2.1: a client may only claim its own address.
             let ok = match from.parse::<xmpp::Jid>() {
@@ -1182,8 +1179,8 @@ impl Conn {
             self.sm_failed(StanzaErrorCondition::BadRequest);
             return Flow::Continue;
         };
-        let (tx, rx) = mpsc::channel(self.ctx.config.outbound_queue.max(1));
-        let sink: Arc<dyn ClientSink> = Arc::new(EdgeSink { tx });
+        let (sink, rx) = outbox(self.ctx.config.outbound_queue);
+        let sink: Arc<dyn ClientSink> = sink;
         match self
             .ctx
             .sessions

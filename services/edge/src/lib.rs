@@ -19,6 +19,7 @@ use tokio::task::JoinSet;
 mod conn;
 pub mod limiter;
 pub mod metrics;
+mod outbox;
 pub mod sasl;
 pub mod tls;
 

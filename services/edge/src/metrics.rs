@@ -4,7 +4,9 @@
 
 use std::sync::OnceLock;
 
+use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, UpDownCounter};
+use xmpp::{Element, ns};
 
 pub struct EdgeMetrics {
     /// Client connections accepted, by listener.
@@ -59,4 +61,39 @@ pub fn get() -> &'static EdgeMetrics {
                 .build(),
         }
     })
+}
+
+/// The three stanza kinds, as a metric attribute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StanzaKind {
+    Message,
+    Presence,
+    Iq,
+}
+
+impl StanzaKind {
+    /// The kind of a `jabber:client` stanza; `None` for anything else (nonzas).
+    pub fn of(el: &Element) -> Option<Self> {
+        if el.ns() != ns::CLIENT {
+            return None;
+        }
+        match el.name() {
+            "message" => Some(StanzaKind::Message),
+            "presence" => Some(StanzaKind::Presence),
+            "iq" => Some(StanzaKind::Iq),
+            _ => None,
+        }
+    }
+
+    /// The attribute set, built once (no allocation per stanza).
+    pub fn attrs(self) -> &'static [KeyValue] {
+        static ATTRS: OnceLock<[[KeyValue; 1]; 3]> = OnceLock::new();
+        let all =
+            ATTRS.get_or_init(|| ["message", "presence", "iq"].map(|k| [KeyValue::new("kind", k)]));
+        match self {
+            StanzaKind::Message => &all[0],
+            StanzaKind::Presence => &all[1],
+            StanzaKind::Iq => &all[2],
+        }
+    }
 }
