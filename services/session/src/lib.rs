@@ -236,8 +236,16 @@ impl Default for SessionConfig {
     }
 }
 
+/// Which session node owns an account, for a service that is one node of a cluster.
+pub trait Locality: Send + Sync + 'static {
+    /// True when this node owns `account` (its live state and delivery live here).
+    fn is_local(&self, account: &BareJid) -> bool;
+}
+
 /// The in-process session service.
 pub struct LocalSessionService {
+    /// In a cluster, which accounts this node owns; `None` in standalone mode (all of them).
+    locality: Option<Arc<dyn Locality>>,
     /// This service, for the tasks it spawns (resumption timeouts).
     me: Weak<LocalSessionService>,
     config: SessionConfig,
@@ -256,6 +264,18 @@ impl LocalSessionService {
         storage: storage::Storage,
         router: Arc<dyn router::Router>,
     ) -> Arc<Self> {
+        Self::with_locality(config, storage, router, None)
+    }
+
+    /// A session service that is one node of a cluster: stanzas for accounts of hosted domains
+    /// that `locality` says live on another node go to `router` (which carries them to the
+    /// owning node's [`LocalSessionService::deliver_from_peer`]).
+    pub fn with_locality(
+        config: SessionConfig,
+        storage: storage::Storage,
+        router: Arc<dyn router::Router>,
+        locality: Option<Arc<dyn Locality>>,
+    ) -> Arc<Self> {
         let domains = config
             .domains
             .iter()
@@ -270,6 +290,7 @@ impl LocalSessionService {
             domains,
             storage,
             router,
+            locality,
             users: state::Users::new(),
             next_token: AtomicU64::new(1),
             next_id: AtomicU64::new(1),

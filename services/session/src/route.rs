@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use storage::StorageError;
 use xmpp::error::error_reply;
 use xmpp::xep::delay::Delay;
-use xmpp::{Element, FullJid, Jid, StanzaErrorCondition, StreamErrorCondition, ns};
+use xmpp::{BareJid, Element, FullJid, Jid, StanzaErrorCondition, StreamErrorCondition, ns};
 
 use crate::build::{self, parse_stored};
 use crate::clock::{from_ms, now_ms};
@@ -173,8 +173,31 @@ impl LocalSessionService {
         first_err.map_or(Ok(()), Err)
     }
 
+    /// Whether an account of a hosted domain lives on this node.
+    fn owns(&self, account: &BareJid) -> bool {
+        self.locality.as_ref().is_none_or(|l| l.is_local(account))
+    }
+
+    /// A stanza another session node routed here because this node owns its recipient. It is
+    /// handled here whatever this node's view of the cluster says, so a stanza never bounces
+    /// between nodes that briefly disagree about membership.
+    pub async fn deliver_from_peer(&self, st: Element) -> Result<(), SessionError> {
+        let mut q = Queue::new();
+        self.route_here(st, &mut q, true).await?;
+        self.process(q).await.map_err(SessionError::from)
+    }
+
     /// Sends a stanza (`from` trusted) to its `to`: a local user, this server, or the router.
     async fn route(&self, st: Element, q: &mut Queue) -> Result<(), StorageError> {
+        self.route_here(st, q, false).await
+    }
+
+    async fn route_here(
+        &self,
+        st: Element,
+        q: &mut Queue,
+        pinned: bool,
+    ) -> Result<(), StorageError> {
         let Some(to) = st.get_attr("to") else {
             tracing::debug!(name = st.name(), "dropping a routed stanza without to");
             return Ok(());
@@ -192,6 +215,10 @@ impl LocalSessionService {
         }
         if jid.bare().local().is_none() {
             return self.to_server(st, &jid, q).await;
+        }
+        if !pinned && !self.owns(&jid.bare()) {
+            self.route_remote(st, q).await;
+            return Ok(());
         }
         match st.name() {
             "message" => self.inbound_message(st, jid, q).await,
