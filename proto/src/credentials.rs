@@ -1,0 +1,85 @@
+//! [`GrpcCredentials`]: the edge's [`AccountStore`], over `GetCredentials`.
+//!
+//! The edge only ever reads credentials (one lookup per login; SCRAM runs on the edge), so
+//! that is all the session protocol carries. Every write or listing method returns
+//! `StorageError::Unavailable("not available over the session protocol")`: account
+//! administration goes to the session node's own store (the `relais user` command).
+
+use async_trait::async_trait;
+use storage::{AccountStore, Credentials, StorageError};
+use tonic::transport::Channel;
+use xmpp::BareJid;
+
+use crate::error::{ProtoError, status_to_storage_error};
+use crate::pb::relais::session::v1 as pb;
+use crate::pb::relais::session::v1::session_client::SessionClient;
+use crate::wire::credentials_from_wire;
+
+const NOT_CARRIED: &str = "not available over the session protocol";
+
+/// Reads SCRAM credentials from a session node.
+#[derive(Clone, Debug)]
+pub struct GrpcCredentials {
+    client: SessionClient<Channel>,
+}
+
+impl GrpcCredentials {
+    /// A store on the node at `endpoint`; connects on first use.
+    pub fn connect_lazy(endpoint: impl Into<String>) -> Result<Self, ProtoError> {
+        let d = crate::session_client::ClientConfig::default();
+        let channel = crate::channel(
+            endpoint.into(),
+            d.connect_timeout,
+            d.keepalive_interval,
+            d.keepalive_timeout,
+        )?;
+        Ok(Self::from_channel(channel))
+    }
+
+    pub fn from_channel(channel: Channel) -> Self {
+        GrpcCredentials {
+            client: SessionClient::new(channel),
+        }
+    }
+}
+
+fn not_carried<T>() -> storage::Result<T> {
+    Err(StorageError::Unavailable(NOT_CARRIED.to_owned()))
+}
+
+#[async_trait]
+impl AccountStore for GrpcCredentials {
+    async fn create_account(&self, _jid: &BareJid, _creds: &Credentials) -> storage::Result<()> {
+        not_carried()
+    }
+
+    async fn set_credentials(&self, _jid: &BareJid, _creds: &Credentials) -> storage::Result<()> {
+        not_carried()
+    }
+
+    async fn get_credentials(&self, jid: &BareJid) -> storage::Result<Option<Credentials>> {
+        let mut client = self.client.clone();
+        let req = pb::CredentialsRequest {
+            jid: jid.to_string(),
+        };
+        match client.get_credentials(req).await {
+            Ok(reply) => credentials_from_wire(reply.into_inner()),
+            Err(status) => {
+                tracing::warn!(jid = %jid, error = %status, "credentials lookup failed");
+                Err(status_to_storage_error(&status))
+            }
+        }
+    }
+
+    async fn delete_account(&self, _jid: &BareJid) -> storage::Result<()> {
+        not_carried()
+    }
+
+    async fn list_accounts(&self, _domain: &str) -> storage::Result<Vec<BareJid>> {
+        not_carried()
+    }
+
+    async fn account_exists(&self, _jid: &BareJid) -> storage::Result<bool> {
+        not_carried()
+    }
+}

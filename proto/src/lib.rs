@@ -1,0 +1,106 @@
+//! Relais's versioned gRPC API and the adapters that carry the role traits over it, so that a
+//! caller cannot tell a local implementation from a remote one.
+//!
+//! The API lives in `proto/relais/{session,router}/v1/*.proto`; `build.rs` compiles it with
+//! `protox` (no system `protoc`) and tonic's prost generator. The generated types stay
+//! inside this crate: the public API speaks the domain types (`FullJid`, `Element`,
+//! `SessionToken`, the traits' errors).
+//!
+//! - [`GrpcSessionClient`] (edge side) implements `session::SessionService` over one
+//!   multiplexed `Attach` stream to a session node, with re-attach after a break;
+//!   [`SessionGrpcServer`] (session node) serves an `Arc<dyn SessionService>`.
+//! - [`GrpcCredentials`] implements `storage::AccountStore` for the edge (reads only).
+//! - [`GrpcRouter`] implements `router::Router`; [`RouterGrpcServer`] serves one.
+//! - [`serve`] runs a tonic server for any of the servers' [`Routes`].
+//!
+//! Stanzas travel as serialized XML (`Element::to_bytes_in("")`) plus routing metadata, so
+//! a router never needs to parse them. Every message has a `metadata` map, the extension
+//! point for trace context (see `context.rs`).
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Channel, Endpoint, Server};
+
+pub use tonic::service::Routes;
+
+mod context;
+mod credentials;
+mod error;
+mod router;
+mod session_client;
+mod session_server;
+mod wire;
+
+#[cfg(test)]
+mod malformed_tests;
+
+#[allow(
+    clippy::all,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    unreachable_pub,
+    missing_docs
+)]
+mod pb {
+    pub mod relais {
+        pub mod session {
+            pub mod v1 {
+                tonic::include_proto!("relais.session.v1");
+            }
+        }
+        pub mod router {
+            pub mod v1 {
+                tonic::include_proto!("relais.router.v1");
+            }
+        }
+    }
+}
+
+pub use credentials::GrpcCredentials;
+pub use error::{
+    ErrorCode, ProtoError, route_error_to_status, session_error_to_status, status_to_route_error,
+    status_to_session_error, status_to_storage_error, storage_error_to_status,
+};
+pub use router::{GrpcRouter, RouterGrpcServer};
+pub use session_client::{ClientConfig, GrpcSessionClient};
+pub use session_server::{ServerConfig, SessionGrpcServer};
+
+/// The encoded `FileDescriptorSet` of the whole API (for gRPC reflection and checks).
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/relais_descriptor.bin"));
+
+/// Serves `routes` (for example `session.routes().add_service(...)`, or one server's) on
+/// `listener` until `shutdown` resolves, then drains. Long-lived `Attach` streams keep a
+/// drain waiting: call [`SessionGrpcServer::close_streams`] first.
+pub async fn serve(
+    listener: TcpListener,
+    routes: Routes,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ProtoError> {
+    Server::builder()
+        .tcp_nodelay(true)
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+        .map_err(|e| ProtoError::Serve(e.to_string()))
+}
+
+/// A lazily connecting channel to `uri`.
+fn channel(
+    uri: String,
+    connect_timeout: Duration,
+    keepalive_interval: Duration,
+    keepalive_timeout: Duration,
+) -> Result<Channel, ProtoError> {
+    let endpoint = Endpoint::from_shared(uri)
+        .map_err(|e| ProtoError::Endpoint(e.to_string()))?
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(keepalive_interval)
+        .keep_alive_timeout(keepalive_timeout)
+        .keep_alive_while_idle(true);
+    Ok(endpoint.connect_lazy())
+}

@@ -1,0 +1,138 @@
+//! `relais.router.v1.Router`: [`GrpcRouter`] implements [`Router`] on a remote router, and
+//! [`RouterGrpcServer`] serves an `Arc<dyn Router>`.
+//!
+//! Unary calls, one per stanza: each routed stanza is independent and needs its own answer
+//! (a `no route` is bounced to its sender), and HTTP/2 already multiplexes concurrent calls
+//! on one connection. Errors travel in the reply (`RouteReply.error`); a gRPC status other
+//! than OK means the router itself could not be reached.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use router::{RouteError, Router};
+use tonic::service::Routes;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+use xmpp::Element;
+
+use crate::context;
+use crate::error::{ProtoError, status_to_route_error};
+use crate::pb::relais::router::v1 as pb;
+use crate::pb::relais::router::v1::router_client::RouterClient;
+use crate::pb::relais::router::v1::router_server::{Router as RouterRpc, RouterServer};
+use crate::wire::{element_to_bytes, meta_of, parse_element};
+
+/// A [`Router`] on a remote router.
+#[derive(Clone, Debug)]
+pub struct GrpcRouter {
+    client: RouterClient<Channel>,
+}
+
+impl GrpcRouter {
+    /// A router at `endpoint`; connects on first use.
+    pub fn connect_lazy(endpoint: impl Into<String>) -> Result<Self, ProtoError> {
+        let d = crate::session_client::ClientConfig::default();
+        let channel = crate::channel(
+            endpoint.into(),
+            d.connect_timeout,
+            d.keepalive_interval,
+            d.keepalive_timeout,
+        )?;
+        Ok(Self::from_channel(channel))
+    }
+
+    pub fn from_channel(channel: Channel) -> Self {
+        GrpcRouter {
+            client: RouterClient::new(channel),
+        }
+    }
+}
+
+#[async_trait]
+impl Router for GrpcRouter {
+    async fn route(&self, stanza: Element) -> Result<(), RouteError> {
+        let req = pb::RouteRequest {
+            xml: element_to_bytes(&stanza),
+            meta: Some(meta_of(&stanza)),
+            metadata: context::inject(),
+        };
+        let mut client = self.client.clone();
+        let reply = match client.route(req).await {
+            Ok(r) => r.into_inner(),
+            Err(status) => {
+                tracing::warn!(error = %status, "router call failed");
+                return Err(status_to_route_error(&status));
+            }
+        };
+        match reply.result {
+            Some(pb::route_reply::Result::Ok(_)) => Ok(()),
+            Some(pb::route_reply::Result::Error(e)) => Err(
+                match pb::RouteCode::try_from(e.code).unwrap_or(pb::RouteCode::Unspecified) {
+                    pb::RouteCode::NoRoute => RouteError::NoRoute(e.message),
+                    pb::RouteCode::Unavailable => RouteError::Unavailable(e.message),
+                    pb::RouteCode::InvalidArgument | pb::RouteCode::Unspecified => {
+                        RouteError::Unavailable(format!("router refused the stanza: {}", e.message))
+                    }
+                },
+            ),
+            None => Err(RouteError::Unavailable(
+                "malformed answer from the router".to_owned(),
+            )),
+        }
+    }
+}
+
+/// Serves `relais.router.v1.Router` over a [`Router`].
+#[derive(Clone)]
+pub struct RouterGrpcServer {
+    router: Arc<dyn Router>,
+}
+
+impl RouterGrpcServer {
+    pub fn new(router: Arc<dyn Router>) -> Self {
+        RouterGrpcServer { router }
+    }
+
+    /// The routes to add to a tonic server (see [`crate::serve`]).
+    pub fn routes(&self) -> Routes {
+        Routes::new(RouterServer::new(self.clone()))
+    }
+}
+
+fn error_reply(code: pb::RouteCode, message: String) -> pb::RouteReply {
+    pb::RouteReply {
+        result: Some(pb::route_reply::Result::Error(pb::RouteError {
+            code: code as i32,
+            message,
+        })),
+    }
+}
+
+#[async_trait]
+impl RouterRpc for RouterGrpcServer {
+    async fn route(
+        &self,
+        request: Request<pb::RouteRequest>,
+    ) -> Result<Response<pb::RouteReply>, Status> {
+        let req = request.into_inner();
+        context::extract(&req.metadata);
+        let el = match parse_element(&req.xml) {
+            Ok(el) => el,
+            Err(e) => {
+                tracing::info!(error = %e, "unparsable stanza to route");
+                return Ok(Response::new(error_reply(
+                    pb::RouteCode::InvalidArgument,
+                    "unparsable stanza".to_owned(),
+                )));
+            }
+        };
+        let reply = match self.router.route(el).await {
+            Ok(()) => pb::RouteReply {
+                result: Some(pb::route_reply::Result::Ok(pb::RouteOk {})),
+            },
+            Err(RouteError::NoRoute(domain)) => error_reply(pb::RouteCode::NoRoute, domain),
+            Err(RouteError::Unavailable(m)) => error_reply(pb::RouteCode::Unavailable, m),
+        };
+        Ok(Response::new(reply))
+    }
+}
