@@ -805,38 +805,53 @@ impl Conn {
         }
     }
 
+    /// The account an exchange names, its authzid checked, and its stored credentials (`None`
+    /// for an unknown account, which fails only at the proof). `Err` carries the failure
+    /// already answered.
+    async fn account(
+        &mut self,
+        authcid: &str,
+        authzid: Option<&str>,
+    ) -> Result<(BareJid, Option<storage::Credentials>), Flow> {
+        let Some(jid) = self.account_jid(authcid) else {
+            return Err(self.sasl_fail(SaslFailure::NotAuthorized, None).await);
+        };
+        if !self.check_authzid(authzid, &jid) {
+            return Err(self.sasl_fail(SaslFailure::InvalidAuthzid, Some(jid)).await);
+        }
+        match self.ctx.accounts.get_credentials(&jid).await {
+            Ok(creds) => Ok((jid, creds)),
+            Err(e) => {
+                tracing::warn!(error = %e, "credentials lookup failed");
+                Err(self
+                    .sasl_fail(SaslFailure::TemporaryAuthFailure, None)
+                    .await)
+            }
+        }
+    }
+
     async fn plain(&mut self, payload: Vec<u8>) -> Flow {
         let msg = match sasl::parse_plain(&payload) {
             Ok(m) => m,
             Err(f) => return self.sasl_fail(f, None).await,
         };
-        let Some(jid) = self.account_jid(&msg.authcid) else {
-            return self.sasl_fail(SaslFailure::NotAuthorized, None).await;
-        };
-        if !self.check_authzid(msg.authzid.as_deref(), &jid) {
-            return self.sasl_fail(SaslFailure::InvalidAuthzid, Some(jid)).await;
-        }
-        let creds = match self.ctx.accounts.get_credentials(&jid).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "credentials lookup failed");
-                return self
-                    .sasl_fail(SaslFailure::TemporaryAuthFailure, None)
-                    .await;
-            }
+        let (jid, creds) = match self.account(&msg.authcid, msg.authzid.as_deref()).await {
+            Ok(x) => x,
+            Err(flow) => return flow,
         };
         let keys = creds
             .as_ref()
             .and_then(|c| c.get(ScramHash::Sha256).or_else(|| c.get(ScramHash::Sha1)));
-        let ok = match (keys, xmpp::scram::prepare_password(&msg.password)) {
-            (Some(keys), Ok(pw)) => {
-                let keys = keys.clone();
-                // PBKDF2 is deliberately slow: keep it off the reactor.
+        let ok = match keys {
+            Some(keys) => {
+                let (keys, pw) = (keys.clone(), msg.password);
+                // PBKDF2 is deliberately slow: keep it off the reactor. verify_password does
+                // the PRECIS preparation itself.
                 tokio::task::spawn_blocking(move || xmpp::scram::verify_password(&keys, &pw))
                     .await
                     .unwrap_or(false)
             }
-            _ => false,
+            None => false,
         };
         if !ok {
             return self.sasl_fail(SaslFailure::NotAuthorized, Some(jid)).await;
@@ -855,20 +870,9 @@ impl Conn {
             Ok(x) => x,
             Err(e) => return self.scram_fail(e, None).await,
         };
-        let Some(jid) = self.account_jid(&authcid) else {
-            return self.sasl_fail(SaslFailure::NotAuthorized, None).await;
-        };
-        if !self.check_authzid(authzid.as_deref(), &jid) {
-            return self.sasl_fail(SaslFailure::InvalidAuthzid, Some(jid)).await;
-        }
-        let creds = match self.ctx.accounts.get_credentials(&jid).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "credentials lookup failed");
-                return self
-                    .sasl_fail(SaslFailure::TemporaryAuthFailure, None)
-                    .await;
-            }
+        let (jid, creds) = match self.account(&authcid, authzid.as_deref()).await {
+            Ok(x) => x,
+            Err(flow) => return flow,
         };
         let keys = creds.as_ref().and_then(|c| c.get(hash)).cloned();
         let Phase::Sasl(st) = &mut self.phase else {
