@@ -6,6 +6,7 @@
 //! latency percentiles, errors by kind and, given the server's pids, the server's CPU and
 //! memory per unit of work. See `config` for the scenario file format.
 
+pub mod archive;
 pub mod client;
 pub mod config;
 pub mod error;

@@ -92,6 +92,8 @@ enum Command {
     Presence(config::Presence),
     /// MAM page queries (not yet implemented)
     Mam(NotYetArgs),
+    /// Archive store benchmark: append rate, then MAM page latency (no server involved)
+    Archive(loadtest::archive::ArchiveBench),
     /// MUC fan-out (not yet implemented)
     Muc(NotYetArgs),
     /// Run the scenarios of a TOML file, in order
@@ -154,6 +156,11 @@ fn options(cli: Cli) -> loadtest::Result<(RunOptions, Option<PathBuf>, bool)> {
         Command::Chat(s) => (Target::default(), vec![Scenario::Chat(s)]),
         Command::Presence(s) => (Target::default(), vec![Scenario::Presence(s)]),
         Command::Mam(_) => return Err(loadtest::Error::Unsupported("mam (MAM page queries)")),
+        Command::Archive(_) => {
+            return Err(loadtest::Error::Config(
+                "archive runs on its own (see run_archive)".into(),
+            ));
+        }
         Command::Muc(_) => return Err(loadtest::Error::Unsupported("muc (MUC fan-out)")),
         Command::Run { file } => {
             let text = std::fs::read_to_string(&file).map_err(|e| {
@@ -181,8 +188,49 @@ fn options(cli: Cli) -> loadtest::Result<(RunOptions, Option<PathBuf>, bool)> {
     Ok((opts, g.json, g.strict))
 }
 
+/// `relais-loadtest archive`: runs the storage benchmark and prints its JSON report.
+fn run_archive(args: &loadtest::archive::ArchiveBench, g: &Global) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("relais-loadtest: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let report = match rt.block_on(loadtest::archive::run(args, !g.quiet)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("relais-loadtest: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let text = match serde_json::to_string_pretty(&report) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("relais-loadtest: cannot serialize the report: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match g.json.as_deref() {
+        Some(p) if p.as_os_str() != "-" => {
+            if let Err(e) = std::fs::write(p, text + "\n") {
+                eprintln!("relais-loadtest: cannot write {}: {e}", p.display());
+                return ExitCode::from(1);
+            }
+        }
+        _ => println!("{text}"),
+    }
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Archive(args) = &cli.cmd {
+        return run_archive(args, &cli.global);
+    }
     let (opts, json, strict) = match options(cli) {
         Ok(v) => v,
         Err(e) => {

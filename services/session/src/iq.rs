@@ -128,6 +128,9 @@ impl LocalSessionService {
             }
             ("query", ns::DISCO_INFO, false) => self.account_disco_info(st, payload, q),
             ("query", ns::DISCO_ITEMS, false) => disco_items(st, payload, q),
+            ("query" | "prefs" | "metadata", ns::MAM, _) => {
+                return self.mam_iq(from, st, payload, q).await;
+            }
             _ => self.bounce(st, StanzaErrorCondition::ServiceUnavailable, None, q),
         }
         Ok(())
@@ -165,7 +168,9 @@ impl LocalSessionService {
                 let v = self.load_vcard(target).await?;
                 q.push_back(iq_result(st, Some(v)));
             }
-            ("vCard", ns::VCARD, true) | ("query", ns::ROSTER, _) => {
+            ("vCard", ns::VCARD, true)
+            | ("query", ns::ROSTER, _)
+            | ("query" | "prefs" | "metadata", ns::MAM, _) => {
                 drop(user);
                 self.bounce(st, StanzaErrorCondition::Forbidden, None, q);
             }
@@ -208,9 +213,17 @@ impl LocalSessionService {
         let info = DiscoInfo {
             node: None,
             identities: vec![Identity::new("account", "registered", None)],
-            features: [ns::DISCO_INFO, ns::DISCO_ITEMS, ns::PING, ns::VCARD]
-                .map(str::to_owned)
-                .into(),
+            features: [
+                ns::DISCO_INFO,
+                ns::DISCO_ITEMS,
+                ns::PING,
+                ns::VCARD,
+                ns::MAM,
+                ns::MAM_EXTENDED,
+                ns::SID,
+            ]
+            .map(str::to_owned)
+            .into(),
         };
         q.push_back(iq_result(st, Some(info.into())));
     }

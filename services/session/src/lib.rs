@@ -18,6 +18,7 @@ use xmpp::{BareJid, Element, FullJid, StreamErrorCondition};
 mod build;
 mod clock;
 mod iq;
+mod mam;
 mod presence;
 mod roster;
 mod route;
@@ -220,6 +221,10 @@ pub struct SessionConfig {
     pub sm_max_unacked: usize,
     /// XEP-0198: the most bytes (approximately) of unacknowledged stanzas kept per session.
     pub sm_max_unacked_bytes: usize,
+    /// XEP-0313: days archived messages are kept (`expire_archive`); `None` keeps them.
+    pub archive_retention_days: Option<u32>,
+    /// Days offline messages are kept (`expire_offline`); `None` keeps them.
+    pub offline_retention_days: Option<u32>,
 }
 
 impl Default for SessionConfig {
@@ -232,6 +237,8 @@ impl Default for SessionConfig {
             sm_resume_secs: 300,
             sm_max_unacked: 1000,
             sm_max_unacked_bytes: 512 * 1024,
+            archive_retention_days: None,
+            offline_retention_days: None,
         }
     }
 }

@@ -140,6 +140,7 @@ impl LocalSessionService {
                     // RFC 6120 §10.3.1: as if addressed to the sender's bare JID.
                     st.set_attr("to", jid.bare().as_str());
                 }
+                self.archive_sent(jid, &mut st).await;
                 q.push_back(st);
                 Ok(())
             }
@@ -279,7 +280,7 @@ impl LocalSessionService {
     /// RFC 6121 §8.5 for messages to a local user.
     async fn inbound_message(
         &self,
-        st: Element,
+        mut st: Element,
         jid: Jid,
         q: &mut Queue,
     ) -> Result<(), StorageError> {
@@ -300,6 +301,7 @@ impl LocalSessionService {
                 return Ok(());
             }
         }
+        self.archive_received(&user, &mut st).await;
         if let Jid::Full(full) = &jid {
             if let Some(r) = user.resource(full)
                 && r.sink.send(ToClient::Stanza(st.clone())).is_ok()

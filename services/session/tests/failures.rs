@@ -48,6 +48,9 @@ impl OfflineStore for Down {
     async fn count(&self, _: &BareJid) -> storage::Result<usize> {
         down()
     }
+    async fn expire(&self, _: u64) -> storage::Result<u64> {
+        down()
+    }
 }
 
 #[async_trait]

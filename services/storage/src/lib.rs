@@ -11,6 +11,8 @@ use async_trait::async_trait;
 use xmpp::BareJid;
 use xmpp::scram::{ScramHash, ScramKeys};
 
+#[cfg(feature = "scylla")]
+pub mod scylla;
 pub mod sqlite;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod suite;
@@ -74,7 +76,8 @@ pub trait AccountStore: Send + Sync + 'static {
     /// `NotFound` when the account does not exist.
     async fn set_credentials(&self, jid: &BareJid, creds: &Credentials) -> Result<()>;
     async fn get_credentials(&self, jid: &BareJid) -> Result<Option<Credentials>>;
-    /// Deletes the account and all its data (roster, offline, vCard). `NotFound` if absent.
+    /// Deletes the account and all its data (roster, offline, vCard, archive). `NotFound` if
+    /// absent.
     async fn delete_account(&self, jid: &BareJid) -> Result<()>;
     /// Accounts of one domain, sorted.
     async fn list_accounts(&self, domain: &str) -> Result<Vec<BareJid>>;
@@ -171,6 +174,9 @@ pub trait OfflineStore: Send + Sync + 'static {
     /// Removes the messages with id <= `up_to` (after they were delivered).
     async fn remove_up_to(&self, owner: &BareJid, up_to: u64) -> Result<()>;
     async fn count(&self, owner: &BareJid) -> Result<usize>;
+    /// Removes every owner's messages stored before `older_than_ms` (retention); returns how
+    /// many were removed.
+    async fn expire(&self, older_than_ms: u64) -> Result<u64>;
 }
 
 #[async_trait]
@@ -181,6 +187,153 @@ pub trait VcardStore: Send + Sync + 'static {
     async fn set_vcard(&self, owner: &BareJid, xml: &str) -> Result<()>;
 }
 
+/// Which side of a conversation an archived message came from, seen from the archive's owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Received by the owner.
+    Incoming,
+    /// Sent by the owner.
+    Outgoing,
+}
+
+/// A message to archive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewArchived<'a> {
+    /// The other party, bare.
+    pub with: &'a BareJid,
+    /// When it was archived, milliseconds since the Unix epoch.
+    pub stamp_ms: u64,
+    pub direction: Direction,
+    /// The message as serialized XML (standalone form, with xmlns).
+    pub xml: &'a str,
+}
+
+/// Where a message was archived.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchivedRef {
+    /// The archive id (the XEP-0359 stanza-id): unique in the store, and ordered like the
+    /// messages (a later append gets a greater id, comparing as strings).
+    pub id: String,
+    /// The archive time. Stores keep times monotonic, so a stamp earlier than the previous
+    /// append's is raised to it and ids and times always sort alike.
+    pub stamp_ms: u64,
+}
+
+/// One archived message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchivedMessage {
+    pub id: String,
+    pub stamp_ms: u64,
+    pub with: BareJid,
+    pub direction: Direction,
+    pub xml: String,
+}
+
+/// Which archived messages a query selects. Every given condition applies; `ids` (when not
+/// empty) keeps only those messages. An id that names no message of this owner's archive, in
+/// `after_id`, `before_id` or `ids`, fails the query with `NotFound`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ArchiveFilter {
+    pub with: Option<BareJid>,
+    /// At or after, milliseconds since the Unix epoch.
+    pub start_ms: Option<u64>,
+    /// At or before, milliseconds since the Unix epoch.
+    pub end_ms: Option<u64>,
+    /// Strictly after this id.
+    pub after_id: Option<String>,
+    /// Strictly before this id.
+    pub before_id: Option<String>,
+    pub ids: Vec<String>,
+}
+
+/// Which page of the selected messages a query returns (XEP-0059 semantics).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchivePage {
+    /// The most messages returned; 0 asks for the count only.
+    pub max: usize,
+    /// The page right after this id (paging forwards). An unknown id is `NotFound`.
+    pub after: Option<String>,
+    /// The page right before this id (paging backwards). An unknown id is `NotFound`.
+    pub before: Option<String>,
+    /// Without `after`/`before`: the last page instead of the first.
+    pub from_end: bool,
+}
+
+impl Default for ArchivePage {
+    fn default() -> Self {
+        ArchivePage {
+            max: 50,
+            after: None,
+            before: None,
+            from_end: false,
+        }
+    }
+}
+
+/// The answer to an archive query.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ArchiveResult {
+    /// The page, oldest first.
+    pub items: Vec<ArchivedMessage>,
+    /// The page reaches the end of the selection in the direction of paging (the newest
+    /// message when paging forwards, the oldest when paging backwards).
+    pub complete: bool,
+    /// How many messages the filter selects in all (ignoring the page).
+    pub count: usize,
+}
+
+/// The oldest and newest message of an archive; both `None` when it is empty.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ArchiveMetadata {
+    /// (id, stamp_ms)
+    pub first: Option<(String, u64)>,
+    pub last: Option<(String, u64)>,
+}
+
+/// The default of [`ArchivePrefs`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ArchiveDefault {
+    #[default]
+    Always,
+    Never,
+    /// Only messages exchanged with roster contacts.
+    Roster,
+}
+
+/// What an owner wants archived (XEP-0313 preferences).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ArchivePrefs {
+    pub default: ArchiveDefault,
+    pub always: Vec<BareJid>,
+    pub never: Vec<BareJid>,
+}
+
+/// Each account's message archive (XEP-0313).
+#[async_trait]
+pub trait ArchiveStore: Send + Sync + 'static {
+    /// Appends a message to `owner`'s archive and returns its new id.
+    async fn append(&self, owner: &BareJid, msg: &NewArchived<'_>) -> Result<ArchivedRef>;
+    /// One page of the messages `filter` selects. Removed messages are never returned nor
+    /// counted.
+    async fn query(
+        &self,
+        owner: &BareJid,
+        filter: &ArchiveFilter,
+        page: &ArchivePage,
+    ) -> Result<ArchiveResult>;
+    async fn metadata(&self, owner: &BareJid) -> Result<ArchiveMetadata>;
+    /// `None` when the owner never set preferences.
+    async fn get_prefs(&self, owner: &BareJid) -> Result<Option<ArchivePrefs>>;
+    async fn set_prefs(&self, owner: &BareJid, prefs: &ArchivePrefs) -> Result<()>;
+    /// Removes one message, leaving a tombstone (so a later retraction can be reported);
+    /// `NotFound` when the owner's archive has no such (live) message.
+    async fn remove(&self, owner: &BareJid, id: &str) -> Result<()>;
+    /// Retention: deletes every message of the accounts of `domain` archived before
+    /// `older_than_ms`, tombstones included, in batches that each hold the store briefly.
+    /// Returns how many were deleted.
+    async fn expire(&self, domain: &str, older_than_ms: u64) -> Result<u64>;
+}
+
 /// All stores of one backend, as trait objects.
 #[derive(Clone)]
 pub struct Storage {
@@ -188,4 +341,5 @@ pub struct Storage {
     pub rosters: Arc<dyn RosterStore>,
     pub offline: Arc<dyn OfflineStore>,
     pub vcards: Arc<dyn VcardStore>,
+    pub archive: Arc<dyn ArchiveStore>,
 }

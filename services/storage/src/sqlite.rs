@@ -8,7 +8,7 @@
 //! pool would only add lock contention and park up to N blocking-pool threads on that mutex
 //! while they wait; the dedicated thread serializes work in FIFO order without any lock, never
 //! touches the async runtime's threads, and keeps the connection on one thread for its whole
-//! life. All four stores share the same worker, which is what makes the in-memory database (one
+//! life. All the stores share the same worker, which is what makes the in-memory database (one
 //! connection, one database) visible to every store.
 //!
 //! A job that was queued still runs if its caller's future is dropped: a write may be committed
@@ -45,6 +45,11 @@ use crate::{
     AccountStore, Credentials, OfflineMessage, OfflineStore, Result, RosterItem, RosterStore,
     Storage, StorageError, Subscription, VcardStore,
 };
+
+mod archive;
+
+/// Rows deleted per transaction by retention jobs.
+const EXPIRE_BATCH: usize = 1000;
 
 /// How long a statement waits for a lock held by another connection (another process).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -108,6 +113,43 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         owner TEXT PRIMARY KEY NOT NULL,
         xml   TEXT NOT NULL
     ) WITHOUT ROWID;
+    "#,
+    // 2: the message archive (XEP-0313) and offline retention.
+    //
+    // `id` is the archive time in milliseconds shifted left by ARCHIVE_SEQ_BITS plus a
+    // sequence number, so it is unique, ordered like the messages, and carries the time (no
+    // stamp column; time filters are id ranges). Live messages and tombstones (`removed = 1`,
+    // left by a removal so a later retraction can be reported) are indexed apart: every
+    // query reads live rows through a partial index, and counting one owner's archive never
+    // touches the table.
+    r#"
+    CREATE TABLE archive (
+        id        INTEGER PRIMARY KEY,
+        owner     TEXT NOT NULL,
+        domain    TEXT NOT NULL,
+        with_jid  TEXT NOT NULL,
+        direction INTEGER NOT NULL CHECK (direction IN (0, 1)),
+        removed   INTEGER NOT NULL DEFAULT 0 CHECK (removed IN (0, 1)),
+        xml       TEXT NOT NULL
+    );
+    CREATE INDEX archive_by_owner ON archive (owner, id) WHERE removed = 0;
+    CREATE INDEX archive_by_with ON archive (owner, with_jid, id) WHERE removed = 0;
+    CREATE INDEX archive_tombstones ON archive (owner, id) WHERE removed = 1;
+    CREATE INDEX archive_by_domain ON archive (domain, id);
+
+    CREATE TABLE archive_counts (
+        owner TEXT PRIMARY KEY NOT NULL,
+        live  INTEGER NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE archive_prefs (
+        owner        TEXT PRIMARY KEY NOT NULL,
+        default_mode TEXT NOT NULL CHECK (default_mode IN ('always', 'never', 'roster')),
+        always_jids  TEXT NOT NULL,
+        never_jids   TEXT NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE INDEX offline_by_stamp ON offline_messages (stamp_ms);
     "#,
 ];
 
@@ -232,6 +274,8 @@ type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 struct SqliteStore {
     tx: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
+    /// Archive appends waiting for the next group commit (see `archive`).
+    appends: Arc<archive::AppendQueue>,
 }
 
 impl SqliteStore {
@@ -249,6 +293,7 @@ impl SqliteStore {
         Ok(Arc::new(SqliteStore {
             tx: Some(tx),
             thread: Some(thread),
+            appends: Arc::default(),
         }))
     }
 
@@ -257,8 +302,20 @@ impl SqliteStore {
             accounts: self.clone(),
             rosters: self.clone(),
             offline: self.clone(),
-            vcards: self,
+            vcards: self.clone(),
+            archive: self,
         }
+    }
+
+    /// Queues a job for the worker without waiting for it.
+    fn submit(&self, job: Job) -> Result<()> {
+        let sender = self
+            .tx
+            .as_ref()
+            .ok_or_else(|| StorageError::Unavailable("storage is closed".into()))?;
+        sender
+            .send(job)
+            .map_err(|_| StorageError::Unavailable("storage thread stopped".into()))
     }
 
     /// Runs `f` on the worker thread and waits for its result.
@@ -547,6 +604,10 @@ impl AccountStore for SqliteStore {
                 "DELETE FROM roster_versions WHERE owner = ?1",
                 "DELETE FROM offline_messages WHERE owner = ?1",
                 "DELETE FROM vcards WHERE owner = ?1",
+                "DELETE FROM archive WHERE owner = ?1 AND removed = 0",
+                "DELETE FROM archive WHERE owner = ?1 AND removed = 1",
+                "DELETE FROM archive_counts WHERE owner = ?1",
+                "DELETE FROM archive_prefs WHERE owner = ?1",
             ] {
                 tx.execute(sql, [&key]).map_err(db_err)?;
             }
@@ -857,6 +918,34 @@ impl OfflineStore for SqliteStore {
             usize::try_from(n).map_err(|_| StorageError::Corrupt(format!("invalid count {n}")))
         })
         .await
+    }
+
+    async fn expire(&self, older_than_ms: u64) -> Result<u64> {
+        let cutoff = to_sql_u64(older_than_ms);
+        let mut total = 0u64;
+        loop {
+            // One batch per job, so other work interleaves with a large expiry.
+            let removed = self
+                .call(move |conn| {
+                    let tx = immediate(conn)?;
+                    let n = tx
+                        .execute(
+                            "DELETE FROM offline_messages WHERE id IN (
+                                 SELECT id FROM offline_messages WHERE stamp_ms < ?1 LIMIT ?2)",
+                            params![cutoff, EXPIRE_BATCH],
+                        )
+                        .map_err(db_err)?;
+                    tx.commit().map_err(db_err)?;
+                    Ok(n)
+                })
+                .await?;
+            total += removed as u64;
+            if removed < EXPIRE_BATCH {
+                break;
+            }
+        }
+        tracing::debug!(older_than_ms, removed = total, "offline messages expired");
+        Ok(total)
     }
 }
 

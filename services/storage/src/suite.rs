@@ -22,7 +22,10 @@ use std::pin::Pin;
 use xmpp::BareJid;
 use xmpp::scram::{ScramHash, ScramKeys};
 
-use crate::{Credentials, Result, RosterItem, Storage, StorageError, Subscription};
+use crate::{
+    ArchiveDefault, ArchiveFilter, ArchivePage, ArchivePrefs, ArchiveResult, Credentials,
+    Direction, NewArchived, Result, RosterItem, Storage, StorageError, Subscription,
+};
 
 /// Opens a new handle on the same data as the backend's `storage`.
 pub type ReopenFn =
@@ -76,6 +79,16 @@ macro_rules! storage_test_suite {
                 offline_remove_up_to,
                 vcard_set_replace_get,
                 concurrent_writers,
+                offline_expire_removes_only_older,
+                archive_empty,
+                archive_append_query_remove,
+                archive_exact_page_boundaries,
+                archive_paging_covers_everything_once,
+                archive_filters,
+                archive_unknown_ids_are_not_found,
+                archive_concurrent_writers,
+                archive_retention,
+                archive_prefs_round_trip,
             );
 
             $($extra)*
@@ -548,8 +561,24 @@ pub async fn delete_account_cascades(s: &Storage) {
             .set_vcard(j, "<vCard xmlns='vcard-temp'/>")
             .await
             .unwrap();
+        archive(s, j, "carol@example.com", 1, "<message/>").await;
+        s.archive
+            .set_prefs(
+                j,
+                &ArchivePrefs {
+                    default: ArchiveDefault::Never,
+                    ..ArchivePrefs::default()
+                },
+            )
+            .await
+            .unwrap();
     }
     s.accounts.delete_account(&alice).await.unwrap();
+    assert_eq!(all(s, &alice).await.count, 0);
+    assert_eq!(s.archive.metadata(&alice).await.unwrap().first, None);
+    assert_eq!(s.archive.get_prefs(&alice).await.unwrap(), None);
+    assert_eq!(all(s, &bob).await.count, 1);
+    assert!(s.archive.get_prefs(&bob).await.unwrap().is_some());
 
     assert!(!s.accounts.account_exists(&alice).await.unwrap());
     assert_eq!(s.accounts.get_credentials(&alice).await.unwrap(), None);
@@ -801,9 +830,17 @@ pub async fn durable_across_reopen(backend: TestBackend) {
         .set_vcard(&alice, "<vCard xmlns='vcard-temp'/>")
         .await
         .unwrap();
+    let archived = archive(&s, &alice, "bob@example.com", 7, "<message id='a'/>").await;
     drop(s);
 
     let s = reopen().await.unwrap();
+    let got = all(&s, &alice).await;
+    assert_eq!(got.count, 1);
+    assert_eq!(got.items[0].id, archived);
+    assert_eq!(got.items[0].xml, "<message id='a'/>");
+    // Archive ids keep growing across a restart, even for an older stamp.
+    let next = archive(&s, &alice, "bob@example.com", 1, "<m/>").await;
+    assert!(next > archived);
     assert!(s.accounts.account_exists(&alice).await.unwrap());
     let got = s.accounts.get_credentials(&alice).await.unwrap().unwrap();
     assert_eq!(sorted_creds(got), creds(7));
@@ -838,4 +875,654 @@ pub async fn durable_across_reopen(backend: TestBackend) {
     assert_eq!(s.offline.count(&alice).await.unwrap(), 2);
     drop(s);
     drop(guard);
+}
+
+pub async fn offline_expire_removes_only_older(s: &Storage) {
+    let alice = jid("alice@example.com");
+    let bob = jid("bob@example.com");
+    for stamp in [100u64, 200, 300, 400] {
+        s.offline
+            .push(&alice, stamp, &format!("<m s='{stamp}'/>"), 100)
+            .await
+            .unwrap();
+    }
+    s.offline.push(&bob, 150, "<b/>", 100).await.unwrap();
+    s.offline.push(&bob, 350, "<b2/>", 100).await.unwrap();
+    // Strictly older than the cutoff: the message stamped 300 stays.
+    assert_eq!(s.offline.expire(300).await.unwrap(), 3);
+    let left: Vec<u64> = s
+        .offline
+        .list(&alice)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.stamp_ms)
+        .collect();
+    assert_eq!(left, [300, 400]);
+    let bob_left = s.offline.list(&bob).await.unwrap();
+    assert_eq!(bob_left.len(), 1);
+    assert_eq!(bob_left[0].xml, "<b2/>");
+    assert_eq!(s.offline.expire(300).await.unwrap(), 0);
+    // More than one batch.
+    let carol = jid("carol@example.com");
+    for i in 0..2500u64 {
+        s.offline
+            .push(&carol, 10 + i % 7, "<m/>", usize::MAX)
+            .await
+            .unwrap();
+    }
+    assert_eq!(s.offline.expire(300).await.unwrap(), 2500);
+    assert_eq!(s.offline.count(&carol).await.unwrap(), 0);
+    assert_eq!(s.offline.count(&alice).await.unwrap(), 2);
+}
+
+/// Appends one outgoing message; returns its id.
+async fn archive(s: &Storage, owner: &BareJid, with: &str, stamp_ms: u64, xml: &str) -> String {
+    let with = jid(with);
+    let r = s
+        .archive
+        .append(
+            owner,
+            &NewArchived {
+                with: &with,
+                stamp_ms,
+                direction: Direction::Outgoing,
+                xml,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(r.stamp_ms >= stamp_ms);
+    r.id
+}
+
+async fn query(
+    s: &Storage,
+    owner: &BareJid,
+    filter: &ArchiveFilter,
+    page: ArchivePage,
+) -> ArchiveResult {
+    s.archive.query(owner, filter, &page).await.unwrap()
+}
+
+/// Everything (up to 10,000) in one page.
+async fn all(s: &Storage, owner: &BareJid) -> ArchiveResult {
+    let page = ArchivePage {
+        max: 10_000,
+        ..ArchivePage::default()
+    };
+    query(s, owner, &ArchiveFilter::default(), page).await
+}
+
+fn page(max: usize, after: Option<&str>, before: Option<&str>, from_end: bool) -> ArchivePage {
+    ArchivePage {
+        max,
+        after: after.map(str::to_owned),
+        before: before.map(str::to_owned),
+        from_end,
+    }
+}
+
+fn ids(r: &ArchiveResult) -> Vec<String> {
+    r.items.iter().map(|m| m.id.clone()).collect()
+}
+
+/// `n` messages alternating between two contacts, stamped 1,000 ms apart from `base`.
+async fn fill(s: &Storage, owner: &BareJid, n: usize, base: u64) -> Vec<String> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let with = if i % 2 == 0 {
+            "bob@example.com"
+        } else {
+            "carol@example.net"
+        };
+        let xml = format!("<message xmlns='jabber:client' id='{i}'><body>n{i}</body></message>");
+        out.push(archive(s, owner, with, base + 1000 * i as u64, &xml).await);
+    }
+    out
+}
+
+pub async fn archive_empty(s: &Storage) {
+    let alice = jid("alice@example.com");
+    for p in [
+        page(10, None, None, false),
+        page(10, None, None, true),
+        page(0, None, None, false),
+    ] {
+        let r = query(s, &alice, &ArchiveFilter::default(), p).await;
+        assert!(r.items.is_empty());
+        assert!(r.complete);
+        assert_eq!(r.count, 0);
+    }
+    let m = s.archive.metadata(&alice).await.unwrap();
+    assert_eq!((m.first, m.last), (None, None));
+    assert_eq!(s.archive.get_prefs(&alice).await.unwrap(), None);
+    assert_eq!(
+        s.archive.expire("example.com", u64::MAX / 2).await.unwrap(),
+        0
+    );
+}
+
+pub async fn archive_append_query_remove(s: &Storage) {
+    let alice = jid("alice@example.com");
+    let bob = jid("bob@example.com");
+    let xml =
+        "<message xmlns='jabber:client' to='bob@example.com'><body>é &amp; ✓</body></message>";
+    let with = jid("bob@example.com");
+    let first = s
+        .archive
+        .append(
+            &alice,
+            &NewArchived {
+                with: &with,
+                stamp_ms: 1_700_000_000_123,
+                direction: Direction::Outgoing,
+                xml,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.stamp_ms, 1_700_000_000_123);
+    let alice_jid = jid("alice@example.com");
+    let second = s
+        .archive
+        .append(
+            &bob,
+            &NewArchived {
+                with: &alice_jid,
+                stamp_ms: 1_700_000_000_124,
+                direction: Direction::Incoming,
+                xml,
+            },
+        )
+        .await
+        .unwrap();
+    // A stamp earlier than the last append's is raised: ids and times order alike.
+    let third = s
+        .archive
+        .append(
+            &alice,
+            &NewArchived {
+                with: &with,
+                stamp_ms: 5,
+                direction: Direction::Incoming,
+                xml: "<message/>",
+            },
+        )
+        .await
+        .unwrap();
+    assert!(first.id < second.id && second.id < third.id);
+    assert_eq!(third.stamp_ms, 1_700_000_000_124);
+
+    let r = all(s, &alice).await;
+    assert_eq!(r.count, 2);
+    assert!(r.complete);
+    assert_eq!(r.items.len(), 2);
+    let m = &r.items[0];
+    assert_eq!(
+        (
+            m.id.as_str(),
+            m.stamp_ms,
+            &m.with,
+            m.direction,
+            m.xml.as_str()
+        ),
+        (
+            first.id.as_str(),
+            first.stamp_ms,
+            &with,
+            Direction::Outgoing,
+            xml
+        )
+    );
+    assert_eq!(r.items[1].direction, Direction::Incoming);
+    assert_eq!(r.items[1].xml, "<message/>");
+    // Owners are isolated.
+    let rb = all(s, &bob).await;
+    assert_eq!(ids(&rb), vec![second.id.clone()]);
+    assert_eq!(rb.items[0].with, alice_jid);
+
+    let meta = s.archive.metadata(&alice).await.unwrap();
+    assert_eq!(meta.first, Some((first.id.clone(), first.stamp_ms)));
+    assert_eq!(meta.last, Some((third.id.clone(), third.stamp_ms)));
+
+    // Removal leaves a tombstone: never returned nor counted, but still a valid cursor.
+    s.archive.remove(&alice, &first.id).await.unwrap();
+    let r = all(s, &alice).await;
+    assert_eq!((ids(&r), r.count), (vec![third.id.clone()], 1));
+    let meta = s.archive.metadata(&alice).await.unwrap();
+    assert_eq!(meta.first.map(|f| f.0), Some(third.id.clone()));
+    let after = query(
+        s,
+        &alice,
+        &ArchiveFilter::default(),
+        page(10, Some(&first.id), None, false),
+    )
+    .await;
+    assert_eq!(ids(&after), vec![third.id.clone()]);
+    assert_err(
+        s.archive.remove(&alice, &first.id).await,
+        crate::ErrorCode::NotFound,
+    );
+    // Another owner's message, or garbage, cannot be removed.
+    assert_err(
+        s.archive.remove(&alice, &second.id).await,
+        crate::ErrorCode::NotFound,
+    );
+    assert_err(
+        s.archive.remove(&alice, "nope").await,
+        crate::ErrorCode::NotFound,
+    );
+    assert_eq!(all(s, &bob).await.count, 1);
+}
+
+pub async fn archive_exact_page_boundaries(s: &Storage) {
+    let alice = jid("alice@example.com");
+    let max = 4;
+    let all_ids = fill(s, &alice, 3 * max, 1_000_000).await;
+    let f = ArchiveFilter::default();
+    // Forwards: the third page is full and complete; no empty page is needed.
+    let p1 = query(s, &alice, &f, page(max, None, None, false)).await;
+    assert_eq!(ids(&p1), all_ids[..max].to_vec());
+    assert!(!p1.complete);
+    assert_eq!(p1.count, 3 * max);
+    let p2 = query(
+        s,
+        &alice,
+        &f,
+        page(max, p1.items.last().map(|m| m.id.as_str()), None, false),
+    )
+    .await;
+    assert_eq!(ids(&p2), all_ids[max..2 * max].to_vec());
+    assert!(!p2.complete);
+    let p3 = query(
+        s,
+        &alice,
+        &f,
+        page(max, p2.items.last().map(|m| m.id.as_str()), None, false),
+    )
+    .await;
+    assert_eq!(ids(&p3), all_ids[2 * max..].to_vec());
+    assert!(p3.complete);
+    // After the very last id: empty and complete.
+    let p4 = query(
+        s,
+        &alice,
+        &f,
+        page(max, all_ids.last().map(String::as_str), None, false),
+    )
+    .await;
+    assert!(p4.items.is_empty() && p4.complete);
+    assert_eq!(p4.count, 3 * max);
+    // Backwards from the end, the same pages mirrored.
+    let b1 = query(s, &alice, &f, page(max, None, None, true)).await;
+    assert_eq!(ids(&b1), all_ids[2 * max..].to_vec());
+    assert!(!b1.complete);
+    let b3 = query(s, &alice, &f, page(max, None, Some(&all_ids[max]), false)).await;
+    assert_eq!(ids(&b3), all_ids[..max].to_vec());
+    assert!(b3.complete);
+    let b0 = query(s, &alice, &f, page(max, None, Some(&all_ids[0]), false)).await;
+    assert!(b0.items.is_empty() && b0.complete);
+    // A page as large as the archive is complete; one smaller is not.
+    assert!(
+        query(s, &alice, &f, page(3 * max, None, None, false))
+            .await
+            .complete
+    );
+    assert!(
+        !query(s, &alice, &f, page(3 * max - 1, None, None, true))
+            .await
+            .complete
+    );
+    // max = 0: only the count.
+    let c = query(s, &alice, &f, page(0, None, None, false)).await;
+    assert!(c.items.is_empty());
+    assert_eq!(c.count, 3 * max);
+}
+
+pub async fn archive_paging_covers_everything_once(s: &Storage) {
+    let alice = jid("alice@example.com");
+    let n = 23;
+    let all_ids = fill(s, &alice, n, 2_000_000).await;
+    // Interleave another owner's messages between pages.
+    let bob = jid("bob@example.com");
+    fill(s, &bob, 5, 3_000_000).await;
+    let f = ArchiveFilter::default();
+    for max in [1, 5, 7, 23, 50] {
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let r = query(s, &alice, &f, page(max, after.as_deref(), None, false)).await;
+            assert!(r.items.len() <= max);
+            assert_eq!(r.count, n);
+            seen.extend(ids(&r));
+            after = r.items.last().map(|m| m.id.clone());
+            if r.complete {
+                break;
+            }
+            assert!(after.is_some(), "an incomplete page must not be empty");
+        }
+        assert_eq!(seen, all_ids, "forwards with max {max}");
+
+        let mut back: Vec<Vec<String>> = Vec::new();
+        let mut before: Option<String> = None;
+        loop {
+            let r = query(
+                s,
+                &alice,
+                &f,
+                page(max, None, before.as_deref(), before.is_none()),
+            )
+            .await;
+            // Each page is in archive order.
+            assert!(r.items.windows(2).all(|w| w[0].id < w[1].id));
+            before = r.items.first().map(|m| m.id.clone());
+            back.push(ids(&r));
+            if r.complete {
+                break;
+            }
+        }
+        back.reverse();
+        assert_eq!(back.concat(), all_ids, "backwards with max {max}");
+    }
+}
+
+pub async fn archive_filters(s: &Storage) {
+    let alice = jid("alice@example.com");
+    let base = 1_600_000_000_000;
+    let all_ids = fill(s, &alice, 10, base).await;
+    let bob = jid("bob@example.com");
+    let with_bob = ArchiveFilter {
+        with: Some(bob.clone()),
+        ..ArchiveFilter::default()
+    };
+    let r = query(s, &alice, &with_bob, page(50, None, None, false)).await;
+    let even: Vec<String> = all_ids.iter().step_by(2).cloned().collect();
+    assert_eq!(ids(&r), even);
+    assert_eq!(r.count, 5);
+    assert!(r.items.iter().all(|m| m.with == bob));
+    // Paging within a filter.
+    let r = query(
+        s,
+        &alice,
+        &with_bob,
+        page(2, Some(&all_ids[2]), None, false),
+    )
+    .await;
+    assert_eq!(ids(&r), [all_ids[4].clone(), all_ids[6].clone()]);
+    assert_eq!(r.count, 5);
+    assert!(!r.complete);
+    let r = query(s, &alice, &with_bob, page(2, None, None, true)).await;
+    assert_eq!(ids(&r), [all_ids[6].clone(), all_ids[8].clone()]);
+
+    // Time bounds are inclusive, to the millisecond.
+    let window = ArchiveFilter {
+        start_ms: Some(base + 3000),
+        end_ms: Some(base + 6000),
+        ..ArchiveFilter::default()
+    };
+    let r = query(s, &alice, &window, page(50, None, None, false)).await;
+    assert_eq!(ids(&r), all_ids[3..=6].to_vec());
+    assert_eq!(r.count, 4);
+    let late = ArchiveFilter {
+        start_ms: Some(base + 6001),
+        ..ArchiveFilter::default()
+    };
+    assert_eq!(
+        ids(&query(s, &alice, &late, page(50, None, None, false)).await),
+        all_ids[7..].to_vec()
+    );
+    let inverted = ArchiveFilter {
+        start_ms: Some(base + 6000),
+        end_ms: Some(base + 3000),
+        ..ArchiveFilter::default()
+    };
+    let r = query(s, &alice, &inverted, page(50, None, None, false)).await;
+    assert!(r.items.is_empty() && r.complete);
+    assert_eq!(r.count, 0);
+    let far = ArchiveFilter {
+        start_ms: Some(u64::MAX),
+        end_ms: Some(u64::MAX),
+        ..ArchiveFilter::default()
+    };
+    assert_eq!(
+        query(s, &alice, &far, page(50, None, None, false))
+            .await
+            .count,
+        0
+    );
+
+    // after-id / before-id are exclusive, and combine with `with` and paging.
+    let between = ArchiveFilter {
+        after_id: Some(all_ids[1].clone()),
+        before_id: Some(all_ids[8].clone()),
+        ..ArchiveFilter::default()
+    };
+    let r = query(s, &alice, &between, page(50, None, None, false)).await;
+    assert_eq!(ids(&r), all_ids[2..8].to_vec());
+    assert_eq!(r.count, 6);
+    let r = query(s, &alice, &between, page(4, None, None, true)).await;
+    assert_eq!(ids(&r), all_ids[4..8].to_vec());
+    assert!(!r.complete);
+    assert_eq!(r.count, 6);
+    let between_bob = ArchiveFilter {
+        with: Some(bob.clone()),
+        ..between.clone()
+    };
+    let r = query(s, &alice, &between_bob, page(50, None, None, false)).await;
+    assert_eq!(
+        ids(&r),
+        [all_ids[2].clone(), all_ids[4].clone(), all_ids[6].clone()]
+    );
+
+    // ids: in archive order whatever the order asked, duplicates once, other filters apply.
+    let pick = ArchiveFilter {
+        ids: vec![
+            all_ids[7].clone(),
+            all_ids[2].clone(),
+            all_ids[5].clone(),
+            all_ids[2].clone(),
+        ],
+        ..ArchiveFilter::default()
+    };
+    let r = query(s, &alice, &pick, page(50, None, None, false)).await;
+    assert_eq!(
+        ids(&r),
+        [all_ids[2].clone(), all_ids[5].clone(), all_ids[7].clone()]
+    );
+    assert_eq!(r.count, 3);
+    assert!(r.complete);
+    let r = query(s, &alice, &pick, page(2, None, None, false)).await;
+    assert_eq!(ids(&r), [all_ids[2].clone(), all_ids[5].clone()]);
+    assert!(!r.complete);
+    let r = query(s, &alice, &pick, page(2, Some(&all_ids[5]), None, false)).await;
+    assert_eq!(ids(&r), [all_ids[7].clone()]);
+    assert!(r.complete);
+    let r = query(s, &alice, &pick, page(1, None, None, true)).await;
+    assert_eq!(ids(&r), [all_ids[7].clone()]);
+    let pick_bob = ArchiveFilter {
+        with: Some(bob),
+        ..pick
+    };
+    let r = query(s, &alice, &pick_bob, page(50, None, None, false)).await;
+    assert_eq!(ids(&r), [all_ids[2].clone()]);
+    assert_eq!(r.count, 1);
+}
+
+pub async fn archive_unknown_ids_are_not_found(s: &Storage) {
+    let alice = jid("alice@example.com");
+    let bob = jid("bob@example.com");
+    let mine = fill(s, &alice, 3, 5_000_000).await;
+    let theirs = fill(s, &bob, 1, 6_000_000).await;
+    let missing = [
+        "".to_owned(),
+        "unknown".to_owned(),
+        "0000000000000".to_owned(),
+        theirs[0].clone(),
+    ];
+    let f = ArchiveFilter::default();
+    for id in &missing {
+        for p in [
+            page(10, Some(id), None, false),
+            page(10, None, Some(id), false),
+        ] {
+            assert_err(
+                s.archive.query(&alice, &f, &p).await,
+                crate::ErrorCode::NotFound,
+            );
+        }
+        for filter in [
+            ArchiveFilter {
+                after_id: Some(id.clone()),
+                ..ArchiveFilter::default()
+            },
+            ArchiveFilter {
+                before_id: Some(id.clone()),
+                ..ArchiveFilter::default()
+            },
+            ArchiveFilter {
+                ids: vec![mine[0].clone(), id.clone()],
+                ..ArchiveFilter::default()
+            },
+        ] {
+            assert_err(
+                s.archive
+                    .query(&alice, &filter, &page(10, None, None, false))
+                    .await,
+                crate::ErrorCode::NotFound,
+            );
+        }
+    }
+    // The owner's own ids are fine.
+    let r = query(s, &alice, &f, page(10, Some(&mine[0]), None, false)).await;
+    assert_eq!(ids(&r), mine[1..].to_vec());
+}
+
+pub async fn archive_concurrent_writers(s: &Storage) {
+    const TASKS: usize = 8;
+    const PER_TASK: usize = 25;
+    let owner = jid("busy@example.com");
+    let mut handles = Vec::new();
+    for t in 0..TASKS {
+        let s = s.clone();
+        let owner = owner.clone();
+        handles.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            for i in 0..PER_TASK {
+                let xml = format!("<message id='{t}-{i}'/>");
+                let id = archive(&s, &owner, "peer@example.com", 1_000, &xml).await;
+                got.push((id, xml));
+            }
+            got
+        }));
+    }
+    let mut written = Vec::new();
+    for h in handles {
+        let got = h.await.unwrap();
+        assert!(
+            got.windows(2).all(|w| w[0].0 < w[1].0),
+            "a task's ids go backwards"
+        );
+        written.extend(got);
+    }
+    written.sort();
+    let distinct: BTreeSet<&String> = written.iter().map(|(id, _)| id).collect();
+    assert_eq!(
+        distinct.len(),
+        TASKS * PER_TASK,
+        "archive ids are not unique"
+    );
+    let r = all(s, &owner).await;
+    assert_eq!(r.count, TASKS * PER_TASK);
+    let stored: Vec<(String, String)> = r.items.into_iter().map(|m| (m.id, m.xml)).collect();
+    // The archive lists every message once, in id order, with the xml it was given.
+    assert_eq!(stored, written);
+}
+
+pub async fn archive_retention(s: &Storage) {
+    let alice = jid("alice@example.com");
+    let bob = jid("bob@example.com");
+    let other = jid("zed@other.example");
+    let day = 86_400_000u64;
+    let t0 = 1_700_000_000_000u64;
+    let mut alice_ids = Vec::new();
+    for d in 0..4u64 {
+        alice_ids.push(archive(s, &alice, "x@example.com", t0 + d * day, "<a/>").await);
+        archive(s, &bob, "x@example.com", t0 + d * day + 1, "<b/>").await;
+        archive(s, &other, "x@example.com", t0 + d * day + 2, "<o/>").await;
+    }
+    // A tombstone is expired too.
+    s.archive
+        .remove(&bob, &all(s, &bob).await.items[0].id)
+        .await
+        .unwrap();
+    // Everything of example.com stored before day 2 goes; the message at exactly the
+    // cutoff stays.
+    let removed = s.archive.expire("EXAMPLE.com", t0 + 2 * day).await.unwrap();
+    assert_eq!(removed, 4);
+    let r = all(s, &alice).await;
+    assert_eq!(ids(&r), alice_ids[2..].to_vec());
+    assert_eq!(r.count, 2);
+    assert_eq!(all(s, &bob).await.count, 2);
+    assert_eq!(
+        s.archive.metadata(&alice).await.unwrap().first.map(|f| f.0),
+        Some(alice_ids[2].clone())
+    );
+    // Another domain is untouched.
+    assert_eq!(all(s, &other).await.count, 4);
+    assert_eq!(
+        s.archive.expire("example.com", t0 + 2 * day).await.unwrap(),
+        0
+    );
+    // Expired ids are unknown from then on.
+    assert_err(
+        s.archive
+            .query(
+                &alice,
+                &ArchiveFilter::default(),
+                &page(5, Some(&alice_ids[0]), None, false),
+            )
+            .await,
+        crate::ErrorCode::NotFound,
+    );
+    // Several batches.
+    let carol = jid("carol@example.com");
+    for i in 0..2100u64 {
+        archive(s, &carol, "x@example.com", t0 + 5 * day + i, "<c/>").await;
+    }
+    archive(s, &carol, "x@example.com", t0 + 7 * day, "<kept/>").await;
+    assert_eq!(
+        s.archive.expire("example.com", t0 + 6 * day).await.unwrap(),
+        2100 + 4
+    );
+    let r = all(s, &carol).await;
+    assert_eq!(r.count, 1);
+    assert_eq!(r.items[0].xml, "<kept/>");
+    assert_eq!(all(s, &alice).await.count, 0);
+    assert_eq!(all(s, &other).await.count, 4);
+}
+
+pub async fn archive_prefs_round_trip(s: &Storage) {
+    let alice = jid("alice@example.com");
+    assert_eq!(s.archive.get_prefs(&alice).await.unwrap(), None);
+    let prefs = ArchivePrefs {
+        default: ArchiveDefault::Roster,
+        always: vec![jid("bob@example.com"), jid("émile@example.com")],
+        never: vec![jid("example.net")],
+    };
+    s.archive.set_prefs(&alice, &prefs).await.unwrap();
+    assert_eq!(s.archive.get_prefs(&alice).await.unwrap(), Some(prefs));
+    for default in [ArchiveDefault::Never, ArchiveDefault::Always] {
+        let replaced = ArchivePrefs {
+            default,
+            always: vec![],
+            never: vec![jid("carol@example.com")],
+        };
+        s.archive.set_prefs(&alice, &replaced).await.unwrap();
+        assert_eq!(s.archive.get_prefs(&alice).await.unwrap(), Some(replaced));
+    }
+    assert_eq!(
+        s.archive.get_prefs(&jid("bob@example.com")).await.unwrap(),
+        None
+    );
 }

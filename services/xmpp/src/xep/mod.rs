@@ -5,11 +5,21 @@
 //! - [`version`]: XEP-0092 software version;
 //! - [`time`]: XEP-0202 entity time, and XEP-0082 date-time formatting and parsing;
 //! - [`delay`]: XEP-0203 delayed delivery;
-//! - [`disco`]: XEP-0030 service discovery (info and items).
+//! - [`disco`]: XEP-0030 service discovery (info and items);
+//! - [`data_form`]: XEP-0004 data forms (the subset MAM needs);
+//! - [`rsm`]: XEP-0059 result set management;
+//! - [`forward`]: XEP-0297 stanza forwarding;
+//! - [`stanza_id`]: XEP-0359 unique and stable stanza ids;
+//! - [`mam`]: XEP-0313 message archive management.
 
+pub mod data_form;
 pub mod delay;
 pub mod disco;
+pub mod forward;
+pub mod mam;
 pub mod ping;
+pub mod rsm;
+pub mod stanza_id;
 pub mod time;
 pub mod version;
 
