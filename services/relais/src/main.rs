@@ -11,6 +11,7 @@ use xmpp::scram::{self, ScramHash};
 
 mod config;
 mod http;
+mod nodes;
 mod serve;
 mod telemetry;
 
@@ -58,6 +59,15 @@ struct ServeArgs {
     /// Roles of this process: all (default), or a comma list of edge, session, router.
     #[arg(long)]
     roles: Option<String>,
+    /// This node's id in a cluster (a Pod name). Overrides cluster.node_id.
+    #[arg(long, env = "RELAIS_NODE_ID")]
+    node_id: Option<String>,
+    /// The gRPC address other nodes dial, like 10.0.0.5:7400. Overrides cluster.advertise.
+    #[arg(long, env = "RELAIS_ADVERTISE")]
+    advertise: Option<String>,
+    /// The gRPC listen address of the session and router roles. Overrides cluster.grpc.
+    #[arg(long)]
+    grpc: Option<String>,
     /// The STARTTLS client address, like 0.0.0.0:5222. Overrides listen.c2s.
     #[arg(long)]
     c2s: Option<String>,
@@ -164,6 +174,15 @@ fn run_serve(args: ServeArgs) -> Result<(), CliError> {
     }
     if let Some(r) = &args.roles {
         cfg.server.roles = vec![r.clone()];
+    }
+    if let Some(n) = &args.node_id {
+        cfg.cluster.node_id = Some(n.clone());
+    }
+    if let Some(a) = &args.advertise {
+        cfg.cluster.advertise = Some(a.clone());
+    }
+    if let Some(a) = &args.grpc {
+        cfg.cluster.grpc.clone_from(a);
     }
     if let Some(a) = &args.c2s {
         cfg.listen.c2s = Some(a.clone());

@@ -18,6 +18,7 @@ use xmpp::{BareJid, Element, FullJid, StreamErrorCondition};
 mod build;
 mod clock;
 mod iq;
+mod node;
 mod presence;
 mod roster;
 mod route;
@@ -25,6 +26,7 @@ mod sm;
 mod state;
 mod subscription;
 
+pub use node::LiveResource;
 pub use sm::{NS_SM, resume_id_owner};
 
 /// What the session sends to one client connection.
@@ -52,6 +54,12 @@ pub enum SinkError {
 /// The edge side of one bound session. `send` never blocks.
 pub trait ClientSink: Send + Sync + 'static {
     fn send(&self, item: ToClient) -> Result<(), SinkError>;
+
+    /// The edge node and connection id behind this sink, when it crosses a cluster link
+    /// (for the session directory).
+    fn origin(&self) -> Option<(String, u64)> {
+        None
+    }
 }
 
 /// Identifies one bound session, so a late `close` from a replaced connection cannot end

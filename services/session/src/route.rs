@@ -174,7 +174,7 @@ impl LocalSessionService {
     }
 
     /// Whether an account of a hosted domain lives on this node.
-    fn owns(&self, account: &BareJid) -> bool {
+    pub(crate) fn owns(&self, account: &BareJid) -> bool {
         self.locality.as_ref().is_none_or(|l| l.is_local(account))
     }
 
