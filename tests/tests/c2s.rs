@@ -2,7 +2,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-
 use tests::Server;
 use tests::client::{Client, Incoming, body, chat};
 use xmpp::scram::ScramHash;

@@ -394,7 +394,7 @@ impl Config {
         if edge && c2s.is_none() && c2s_tls.is_none() {
             return bad("listen: at least one of c2s and c2s_tls must be set".into());
         }
-        let cluster = if roles.iter().any(|r| *r == Role::All) {
+        let cluster = if roles.contains(&Role::All) {
             if roles.len() > 1 {
                 return bad("server.roles: `all` cannot be combined with other roles".into());
             }

@@ -42,11 +42,14 @@ pub struct View {
 }
 
 impl View {
-    /// Follows `members` until the membership source is dropped.
+    /// Follows `members` until the membership source is dropped. A change that removes a
+    /// session node takes effect only if it still holds after `grace`: a Redis restart (every
+    /// node heartbeats again within one period) or a brief partition must not move accounts.
     pub fn follow(
         me: NodeId,
         domains: Vec<String>,
         mut members: watch::Receiver<MemberSet>,
+        grace: Duration,
     ) -> Arc<Self> {
         let view = Arc::new(View {
             me,
@@ -61,7 +64,19 @@ impl View {
             while members.changed().await.is_ok() {
                 let Some(view) = weak.upgrade() else { return };
                 let set = members.borrow_and_update().clone();
-                view.set(&set);
+                let current = view.sessions();
+                let removes = current
+                    .members()
+                    .any(|m| !set.role(NodeRole::Session).contains(m));
+                if removes {
+                    drop(view);
+                    tokio::time::sleep(grace).await;
+                    let Some(view) = weak.upgrade() else { return };
+                    let latest = members.borrow_and_update().clone();
+                    view.set(&latest);
+                } else {
+                    view.set(&set);
+                }
             }
         });
         view
@@ -70,6 +85,10 @@ impl View {
     fn set(&self, set: &MemberSet) {
         let sessions = Placement::new(set.role(NodeRole::Session).iter().cloned());
         let routers = Placement::new(set.role(NodeRole::Router).iter().cloned());
+        let same = |a: &Placement, b: &Placement| a.members().eq(b.members());
+        if same(&sessions, &self.sessions()) && same(&routers, &self.routers()) {
+            return;
+        }
         tracing::info!(
             sessions = sessions.len(),
             routers = routers.len(),
@@ -636,7 +655,7 @@ async fn sync_directory(
             }
             _ => match directory.register(&r.jid, &entry).await {
                 Ok(conflict) => {
-                    if let Some(other) = conflict {
+                    if let Some(other) = conflict.filter(|o| o.session_node != *me) {
                         tracing::debug!(jid = %r.jid, other = %other.session_node, "full jid also bound on another node");
                     }
                     published.insert(r.jid.clone(), entry);

@@ -283,7 +283,7 @@ async fn clustered(
             Members::Static(cluster::StaticMembership::new(c.members.clone()))
         }
     };
-    let view = View::follow(c.node_id.clone(), v.domains.clone(), members.watch());
+    let view = View::follow(c.node_id.clone(), v.domains.clone(), members.watch(), c.ttl);
 
     // Session role: the live state of the accounts placement gives this node.
     let mut session_node = None;
