@@ -29,6 +29,8 @@ const READ_CHUNK: usize = 2048;
 pub struct Connector {
     pub target: Arc<Target>,
     pub server: SocketAddr,
+    /// Every server (edge) to spread users over; `server` is the first.
+    pub servers: Vec<SocketAddr>,
     pub sources: Vec<IpAddr>,
     tls: TlsConnector,
     server_name: ServerName<'static>,
@@ -47,6 +49,7 @@ impl std::fmt::Debug for Connector {
 impl Connector {
     pub fn new(target: Arc<Target>, tls: Arc<ClientConfig>) -> Result<Self> {
         target.validate()?;
+        let servers = target.server_addrs()?;
         let server = target.server_addr()?;
         let sources = target.source_addrs(server);
         let server_name = ServerName::try_from(target.domain.clone())
@@ -54,14 +57,22 @@ impl Connector {
         Ok(Connector {
             target,
             server,
+            servers,
             sources,
             tls: TlsConnector::from(tls),
             server_name,
         })
     }
 
-    /// Opens a TCP connection, from source address number `conn_no` modulo the list.
-    async fn tcp(&self, conn_no: u64) -> Result<TcpStream> {
+    /// Opens a TCP connection for user `idx` to its server (`idx` modulo the servers), from
+    /// source address number `conn_no` modulo the list.
+    async fn tcp(&self, idx: u32, conn_no: u64) -> Result<TcpStream> {
+        let n = self.servers.len().max(1);
+        let server = self
+            .servers
+            .get(usize::try_from(idx).unwrap_or(0) % n)
+            .copied()
+            .unwrap_or(self.server);
         let socket = if self.server.is_ipv4() {
             TcpSocket::new_v4()
         } else {
@@ -76,7 +87,7 @@ impl Connector {
                     .map_err(Error::Connect)?;
             }
         }
-        let tcp = socket.connect(self.server).await.map_err(Error::Connect)?;
+        let tcp = socket.connect(server).await.map_err(Error::Connect)?;
         tcp.set_nodelay(true).map_err(Error::Connect)?;
         Ok(tcp)
     }
@@ -92,7 +103,7 @@ impl Connector {
     /// TLS, SASL, bind, then roster get and initial presence as the target asks.
     pub async fn login(&self, idx: u32, conn_no: u64) -> Result<Session> {
         let t = &self.target;
-        let tcp = self.tcp(conn_no).await?;
+        let tcp = self.tcp(idx, conn_no).await?;
         let mut xs = match t.tls {
             TlsMode::Direct => XmlStream::new(self.tls(tcp).await?),
             TlsMode::Starttls => {

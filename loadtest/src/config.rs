@@ -132,14 +132,34 @@ impl Target {
 
     /// Resolves `server` (numeric addresses, or a name such as `localhost`).
     pub fn server_addr(&self) -> Result<SocketAddr> {
-        use std::net::ToSocketAddrs;
-        let mut addrs = self
-            .server
-            .to_socket_addrs()
-            .map_err(|e| Error::Config(format!("cannot resolve server {}: {e}", self.server)))?;
-        addrs
+        self.server_addrs()?
+            .into_iter()
             .next()
             .ok_or_else(|| Error::Config(format!("server {} has no address", self.server)))
+    }
+
+    /// Resolves every entry of `server`, a comma list (several edges of a cluster: user `n`
+    /// connects to entry `n` modulo the list).
+    pub fn server_addrs(&self) -> Result<Vec<SocketAddr>> {
+        use std::net::ToSocketAddrs;
+        let mut out = Vec::new();
+        for one in self
+            .server
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            let addr = one
+                .to_socket_addrs()
+                .map_err(|e| Error::Config(format!("cannot resolve server {one}: {e}")))?
+                .next()
+                .ok_or_else(|| Error::Config(format!("server {one} has no address")))?;
+            out.push(addr);
+        }
+        if out.is_empty() {
+            return Err(Error::Config("no server given".into()));
+        }
+        Ok(out)
     }
 
     /// The source addresses to bind: 127.0.0.1..=127.0.0.`sources` for an IPv4 loopback

@@ -22,7 +22,8 @@ struct Cli {
 
 #[derive(Args, Debug)]
 struct Global {
-    /// host:port of the server's c2s listener [default: 127.0.0.1:5222]
+    /// host:port of the server's c2s listener, or a comma list of several (a cluster's edges:
+    /// user n connects to entry n modulo the list) [default: 127.0.0.1:5222]
     #[arg(long, global = true)]
     server: Option<String>,
     /// XMPP domain [default: localhost]

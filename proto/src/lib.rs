@@ -64,7 +64,7 @@ pub use error::{
     ErrorCode, ProtoError, route_error_to_status, session_error_to_status, status_to_route_error,
     status_to_session_error, status_to_storage_error, storage_error_to_status,
 };
-pub use router::{GrpcRouter, RouterGrpcServer};
+pub use router::{GrpcRouter, RelayGrpcServer, RelayTargets, RouterGrpcServer};
 pub use session_client::{ClientConfig, GrpcSessionClient};
 pub use session_server::{ServerConfig, SessionGrpcServer};
 

@@ -97,6 +97,11 @@ impl RouterGrpcServer {
     pub fn routes(&self) -> Routes {
         Routes::new(RouterServer::new(self.clone()))
     }
+
+    /// `routes` with this service added (to share a server with another service).
+    pub fn add_to(&self, routes: Routes) -> Routes {
+        routes.add_service(RouterServer::new(self.clone()))
+    }
 }
 
 fn error_reply(code: pb::RouteCode, message: String) -> pb::RouteReply {
@@ -134,5 +139,65 @@ impl RouterRpc for RouterGrpcServer {
             Err(RouteError::Unavailable(m)) => error_reply(pb::RouteCode::Unavailable, m),
         };
         Ok(Response::new(reply))
+    }
+}
+
+/// Where a relaying router sends a stanza: the candidates for its recipient, best first.
+pub trait RelayTargets: Send + Sync + 'static {
+    /// The routers that can take a stanza addressed to `to` (the owning session node first,
+    /// then the nodes that would own it if that one were gone), or why there is no route.
+    fn targets(&self, to: &str) -> Result<Vec<GrpcRouter>, RouteError>;
+}
+
+/// Serves `relais.router.v1.Router` as a relay: each stanza goes on to the first target of
+/// [`RelayTargets`] that answers, as received — its XML is never parsed here, only the
+/// routing metadata is read. A target that cannot be reached is skipped for the next one.
+#[derive(Clone)]
+pub struct RelayGrpcServer {
+    targets: Arc<dyn RelayTargets>,
+}
+
+impl RelayGrpcServer {
+    pub fn new(targets: Arc<dyn RelayTargets>) -> Self {
+        RelayGrpcServer { targets }
+    }
+
+    /// The routes to add to a tonic server (see [`crate::serve`]).
+    pub fn routes(&self) -> Routes {
+        Routes::new(RouterServer::new(self.clone()))
+    }
+}
+
+#[async_trait]
+impl RouterRpc for RelayGrpcServer {
+    async fn route(
+        &self,
+        request: Request<pb::RouteRequest>,
+    ) -> Result<Response<pb::RouteReply>, Status> {
+        let req = request.into_inner();
+        context::extract(&req.metadata);
+        let to = req.meta.as_ref().map(|m| m.to.as_str()).unwrap_or_default();
+        let targets = match self.targets.targets(to) {
+            Ok(t) => t,
+            Err(RouteError::NoRoute(d)) => {
+                return Ok(Response::new(error_reply(pb::RouteCode::NoRoute, d)));
+            }
+            Err(RouteError::Unavailable(m)) => {
+                return Ok(Response::new(error_reply(pb::RouteCode::Unavailable, m)));
+            }
+        };
+        for target in targets {
+            let mut client = target.client.clone();
+            match client.route(req.clone()).await {
+                Ok(reply) => return Ok(reply),
+                Err(status) => {
+                    tracing::warn!(to, error = %status, "relay target failed; trying the next");
+                }
+            }
+        }
+        Ok(Response::new(error_reply(
+            pb::RouteCode::Unavailable,
+            "no session node could take the stanza".to_owned(),
+        )))
     }
 }

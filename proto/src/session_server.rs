@@ -127,10 +127,15 @@ async fn reply(out: &Out, msg: pb::SessionMessage) {
 /// open.
 struct StreamSink {
     conn_id: u64,
+    edge_id: Arc<str>,
     out: mpsc::WeakSender<Result<pb::SessionMessage, Status>>,
 }
 
 impl ClientSink for StreamSink {
+    fn origin(&self) -> Option<(String, u64)> {
+        Some((self.edge_id.to_string(), self.conn_id))
+    }
+
     fn send(&self, item: ToClient) -> Result<(), SinkError> {
         let Some(out) = self.out.upgrade() else {
             return Err(SinkError::Closed);
@@ -198,7 +203,7 @@ struct StreamCtx {
     out: Out,
     conns: ConnMap,
     next_reg: AtomicU64,
-    edge_id: String,
+    edge_id: Arc<str>,
 }
 
 #[async_trait]
@@ -265,7 +270,7 @@ async fn run_stream(inner: Arc<ServerInner>, mut inbound: Streaming<pb::EdgeMess
         out,
         conns: Arc::new(Mutex::new(HashMap::new())),
         next_reg: AtomicU64::new(1),
-        edge_id,
+        edge_id: Arc::from(edge_id),
     });
     loop {
         tokio::select! {
@@ -468,6 +473,7 @@ async fn run_conn(
     let svc = Arc::clone(&ctx.inner.service);
     let sink: Arc<dyn ClientSink> = Arc::new(StreamSink {
         conn_id,
+        edge_id: Arc::clone(&ctx.edge_id),
         out: ctx.out.downgrade(),
     });
     let started = match first {

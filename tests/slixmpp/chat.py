@@ -2,7 +2,9 @@
 """Two real slixmpp clients against a Relais server.
 
 Usage: chat.py HOST PORT CAFILE ALICE_JID ALICE_PW BOB_JID BOB_PW [--direct-tls] [--mech MECH]
-               [--tls12] [--expect-mech MECH]
+               [--tls12] [--expect-mech MECH] [--bob-port PORT]
+
+With --bob-port, Bob connects to that port (another edge of a cluster) and Alice to PORT.
 
 Alice logs in, adds Bob to her roster and asks to subscribe; Bob accepts and subscribes back;
 then they exchange messages both ways, and Alice sets and reads back her vCard. Prints one
@@ -27,9 +29,12 @@ def main():
         mech = args[args.index("--mech") + 1]
     if "--expect-mech" in args:
         expect = args[args.index("--expect-mech") + 1]
+    bob_port = None
+    if "--bob-port" in args:
+        bob_port = int(args[args.index("--bob-port") + 1])
     host, port, cafile, alice_jid, alice_pw, bob_jid, bob_pw = args[:7]
     logging.basicConfig(level=getattr(logging, __import__("os").environ.get("SLIX_LOG","WARNING")), format="%(levelname)s %(name)s %(message)s")
-    return asyncio.run(run(host, int(port), cafile, alice_jid, alice_pw, bob_jid, bob_pw, direct, mech, tls12, expect))
+    return asyncio.run(run(host, int(port), cafile, alice_jid, alice_pw, bob_jid, bob_pw, direct, mech, tls12, expect, bob_port))
 
 
 def make(jid, password, cafile, mech, tls12):
@@ -47,7 +52,7 @@ def make(jid, password, cafile, mech, tls12):
     return c
 
 
-async def run(host, port, cafile, alice_jid, alice_pw, bob_jid, bob_pw, direct, mech, tls12, expect):
+async def run(host, port, cafile, alice_jid, alice_pw, bob_jid, bob_pw, direct, mech, tls12, expect, bob_port=None):
     alice = make(alice_jid, alice_pw, cafile, mech, tls12)
     bob = make(bob_jid, bob_pw, cafile, mech, tls12)
     for c in (alice, bob):
@@ -65,7 +70,8 @@ async def run(host, port, cafile, alice_jid, alice_pw, bob_jid, bob_pw, direct, 
     for c in (alice, bob):
         started = asyncio.Event()
         c.add_event_handler("session_start", lambda _e, s=started: s.set())
-        c.connect(address=(host, port), use_ssl=direct, force_starttls=not direct)
+        c_port = bob_port if (c is bob and bob_port) else port
+        c.connect(address=(host, c_port), use_ssl=direct, force_starttls=not direct)
         done, _ = await asyncio.wait(
             [asyncio.ensure_future(started.wait()), c.auth_failed], timeout=TIMEOUT,
             return_when=asyncio.FIRST_COMPLETED)

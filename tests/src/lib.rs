@@ -8,6 +8,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod client;
+pub mod cluster;
+pub mod deploy;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -76,76 +78,30 @@ impl Server {
     pub fn start_in(data_dir: tempfile::TempDir, extra_toml: &str) -> Server {
         let config = data_dir.path().join("relais.toml");
         std::fs::write(&config, extra_toml).unwrap();
-        let mut child = Command::new(relais_bin())
-            .arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .arg("--data-dir")
-            .arg(data_dir.path())
-            .args(["--c2s", "127.0.0.1:0", "--c2s-tls", "127.0.0.1:0"])
-            .env(
-                "RUST_LOG",
-                std::env::var("RELAIS_TEST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot start relais");
-        let stdout = child.stdout.take().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let log = std::sync::Arc::new(Mutex::new(Vec::new()));
-        let log2 = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if std::env::var_os("RELAIS_TEST_ECHO").is_some() {
-                    eprintln!("[relais] {line}");
-                }
-                log2.lock().unwrap().push(line);
-            }
-        });
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let (mut c2s, mut c2s_tls, mut http) = (None, None, None);
-        let wants_http = extra_toml.contains("http =");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while c2s.is_none() || c2s_tls.is_none() || (wants_http && http.is_none()) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = match rx.recv_timeout(left) {
-                Ok(l) => l,
-                Err(_) => {
-                    let _ = child.kill();
-                    panic!(
-                        "relais did not start; log:\n{}",
-                        log.lock().unwrap().join("\n")
-                    );
-                }
-            };
-            let addr = |l: &str| {
-                l.rsplit(' ')
-                    .next()
-                    .and_then(|a| a.parse::<SocketAddr>().ok())
-            };
-            if line.starts_with("relais: c2s listening on ") {
-                c2s = addr(&line);
-            } else if line.starts_with("relais: c2s_tls listening on ") {
-                c2s_tls = addr(&line);
-            } else if line.starts_with("relais: http listening on ") {
-                http = addr(&line);
-            }
+        let mut wants = vec!["c2s", "c2s_tls"];
+        if extra_toml.contains("http =") {
+            wants.push("http");
         }
+        let args: Vec<std::ffi::OsString> = vec![
+            "serve".into(),
+            "--config".into(),
+            config.into(),
+            "--data-dir".into(),
+            data_dir.path().into(),
+            "--c2s".into(),
+            "127.0.0.1:0".into(),
+            "--c2s-tls".into(),
+            "127.0.0.1:0".into(),
+        ];
+        let mut p = Process::spawn("relais", &args, &wants);
         Server {
-            child: Some(child),
-            c2s: c2s.unwrap(),
-            c2s_tls: c2s_tls.unwrap(),
-            http,
+            c2s: p.addr("c2s"),
+            c2s_tls: p.addr("c2s_tls"),
+            http: p.addrs.get("http").copied(),
+            child: p.child.take(),
             domain: "localhost".into(),
             data_dir,
-            log,
+            log: p.log.clone(),
         }
     }
 
@@ -234,22 +190,7 @@ impl Server {
 
     /// SIGTERM, then wait for a clean exit.
     pub fn stop(&mut self) -> Option<ExitStatus> {
-        let mut child = self.child.take()?;
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Some(st)) = child.try_wait() {
-                return Some(st);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                return child.wait().ok();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        terminate(self.child.take()?)
     }
 
     /// Stops the server and hands back its data directory (for restart tests).
@@ -281,6 +222,125 @@ impl Drop for Server {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// A `relais` process, started and waited for until it printed each wanted
+/// `relais: NAME listening on ADDR` line.
+pub struct Process {
+    pub child: Option<Child>,
+    pub addrs: std::collections::HashMap<String, SocketAddr>,
+    pub log: std::sync::Arc<Mutex<Vec<String>>>,
+}
+
+impl Process {
+    pub fn spawn(name: &str, args: &[std::ffi::OsString], wants: &[&str]) -> Process {
+        let mut child = Command::new(relais_bin())
+            .args(args)
+            .env(
+                "RUST_LOG",
+                std::env::var("RELAIS_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start relais");
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let log2 = log.clone();
+        let tag = name.to_owned();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if std::env::var_os("RELAIS_TEST_ECHO").is_some() {
+                    eprintln!("[{tag}] {line}");
+                }
+                log2.lock().unwrap().push(line);
+            }
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut addrs = std::collections::HashMap::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while wants.iter().any(|w| !addrs.contains_key(*w)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = rx.recv_timeout(left) else {
+                let _ = child.kill();
+                panic!(
+                    "{name} did not start; log:\n{}",
+                    log.lock().unwrap().join("\n")
+                );
+            };
+            if line == "relais: ready" {
+                addrs.insert("ready".to_owned(), SocketAddr::from(([0, 0, 0, 0], 0)));
+            }
+            if let Some(rest) = line.strip_prefix("relais: ")
+                && let Some((what, addr)) = rest.split_once(" listening on ")
+                && let Ok(addr) = addr.trim().parse::<SocketAddr>()
+            {
+                addrs.insert(what.to_owned(), addr);
+            }
+        }
+        Process {
+            child: Some(child),
+            addrs,
+            log,
+        }
+    }
+
+    pub fn addr(&self, what: &str) -> SocketAddr {
+        self.addrs[what]
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// SIGKILL: a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit (SIGKILL after 20 s).
+    pub fn stop(&mut self) -> Option<ExitStatus> {
+        terminate(self.child.take()?)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// SIGTERM, then wait for a clean exit (SIGKILL after 20 s).
+fn terminate(mut child: Child) -> Option<ExitStatus> {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            return Some(st);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return child.wait().ok();
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

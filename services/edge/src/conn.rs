@@ -248,7 +248,7 @@ impl Conn {
         loop {
             if *stop.borrow() {
                 self.drain_outbound();
-                self.stream_error(StreamErrorCondition::SystemShutdown, None);
+                self.shutdown_error();
                 self.flush().await;
                 return;
             }
@@ -263,7 +263,7 @@ impl Conn {
                     if r.is_err() {
                         // The listener is gone: shut down as if told to.
                         self.drain_outbound();
-                        self.stream_error(StreamErrorCondition::SystemShutdown, None);
+                        self.shutdown_error();
                         self.flush().await;
                         return;
                     }
@@ -483,6 +483,34 @@ impl Conn {
     }
 
     /// Queues a stream error and the stream close (with our header first if not yet sent).
+    /// The stream error of a drain: `<see-other-host/>` when the edge knows where clients
+    /// should go, else `<system-shutdown/>`.
+    fn shutdown_error(&mut self) {
+        let Some(host) = self.ctx.config.see_other_host.clone() else {
+            self.stream_error(StreamErrorCondition::SystemShutdown, None);
+            return;
+        };
+        self.end(End::Clean);
+        crate::metrics::get().stream_errors.add(
+            1,
+            &[opentelemetry::KeyValue::new(
+                "condition",
+                StreamErrorCondition::SeeOtherHost.as_str(),
+            )],
+        );
+        if !self.header_sent {
+            let domain = if self.domain.is_empty() {
+                self.ctx.any_domain()
+            } else {
+                self.domain.clone()
+            };
+            self.write_header(&domain);
+        }
+        self.wbuf
+            .extend_from_slice(&xmpp::error::see_other_host_bytes(&host));
+        self.wbuf.extend_from_slice(b"</stream:stream>");
+    }
+
     fn stream_error(&mut self, cond: StreamErrorCondition, text: Option<&str>) {
         self.end(End::Clean);
         crate::metrics::get().stream_errors.add(

@@ -55,6 +55,9 @@ pub struct EdgeConfig {
     pub auth_limits: AuthLimits,
     /// How long a closing connection may take to flush what is queued.
     pub write_timeout: Duration,
+    /// Drain: on shutdown, send `<see-other-host/>` naming this host (another edge or the
+    /// load balancer) instead of `<system-shutdown/>`.
+    pub see_other_host: Option<String>,
 }
 
 impl Default for EdgeConfig {
@@ -73,6 +76,7 @@ impl Default for EdgeConfig {
             allow_plain: true,
             auth_limits: AuthLimits::default(),
             write_timeout: Duration::from_secs(10),
+            see_other_host: None,
         }
     }
 }

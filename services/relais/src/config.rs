@@ -71,6 +71,104 @@ pub struct Config {
     pub session: SessionSection,
     pub log: LogSection,
     pub telemetry: TelemetrySection,
+    pub cluster: ClusterSection,
+}
+
+/// Where members come from, in a cluster.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MembershipSource {
+    /// Heartbeats with a TTL in Redis (any environment).
+    #[default]
+    Redis,
+    /// EndpointSlices of the role's headless Services (in Kubernetes).
+    Kubernetes,
+    /// The fixed list in `cluster.members` (tests, single hosts).
+    Static,
+}
+
+/// How a session node reaches the owner of a recipient on another session node.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerRouting {
+    /// session → router → session (two gRPC hops; the router also owns federation and
+    /// components).
+    #[default]
+    Router,
+    /// session → session (one gRPC hop).
+    Direct,
+}
+
+/// A member of a static cluster.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StaticMember {
+    pub id: String,
+    /// `edge`, `session` or `router`.
+    pub role: String,
+    /// gRPC `host:port` (edges: any placeholder).
+    pub addr: String,
+}
+
+/// Settings of the clustered roles (`server.roles` other than `all`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    /// This node's id, unique in the cluster (a Pod name). `--node-id` or `RELAIS_NODE_ID`
+    /// override it; the default is the host name.
+    pub node_id: Option<String>,
+    /// Redis: `redis://host:port[/db]`, or `redis+cluster://host:port,host:port` for a Redis
+    /// Cluster. Holds the session directory, and the membership when `membership = "redis"`.
+    pub redis_url: String,
+    /// gRPC listen address of the session and router roles.
+    pub grpc: String,
+    /// The `host:port` other nodes dial to reach this node's gRPC. `--advertise` or
+    /// `RELAIS_ADVERTISE` override it (a Pod IP); the default is `grpc` when that is not an
+    /// unspecified address like 0.0.0.0.
+    pub advertise: Option<String>,
+    /// `redis`, `kubernetes` or `static`.
+    pub membership: MembershipSource,
+    /// The members when `membership = "static"`.
+    pub members: Vec<StaticMember>,
+    /// Kubernetes: the namespace of the Services (default: this Pod's namespace).
+    pub kube_namespace: Option<String>,
+    /// Kubernetes: the headless Service of the session role.
+    pub kube_session_service: String,
+    /// Kubernetes: the headless Service of the router role.
+    pub kube_router_service: String,
+    /// Kubernetes: the name of the Services' gRPC port.
+    pub kube_port_name: String,
+    /// `router` (session → router → session) or `direct` (session → session).
+    pub peer_routing: PeerRouting,
+    /// Liveness heartbeat of membership and directory, in milliseconds.
+    pub heartbeat_ms: u64,
+    /// How long a node without heartbeats stays listed, in milliseconds; a crashed node's
+    /// directory entries vanish within this, and its users' contacts get unavailable presence.
+    pub ttl_ms: u64,
+    /// Edge drain: on SIGTERM, send clients `<see-other-host/>` naming this `host[:port]`
+    /// (another edge, or the load balancer) instead of `<system-shutdown/>`.
+    pub see_other_host: Option<String>,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection {
+            node_id: None,
+            redis_url: "redis://127.0.0.1:6379".to_owned(),
+            grpc: "[::]:7400".to_owned(),
+            advertise: None,
+            membership: MembershipSource::Redis,
+            members: Vec::new(),
+            kube_namespace: None,
+            kube_session_service: "relais-session".to_owned(),
+            kube_router_service: "relais-router".to_owned(),
+            kube_port_name: "grpc".to_owned(),
+            peer_routing: PeerRouting::Router,
+            heartbeat_ms: 2000,
+            ttl_ms: 6000,
+            see_other_host: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -292,9 +390,18 @@ impl Config {
                 "telemetry.otlp_endpoint: `{ep}` must start with http:// or https://"
             ));
         }
-        if c2s.is_none() && c2s_tls.is_none() {
+        let edge = roles.iter().any(|r| matches!(r, Role::All | Role::Edge));
+        if edge && c2s.is_none() && c2s_tls.is_none() {
             return bad("listen: at least one of c2s and c2s_tls must be set".into());
         }
+        let cluster = if roles.contains(&Role::All) {
+            if roles.len() > 1 {
+                return bad("server.roles: `all` cannot be combined with other roles".into());
+            }
+            None
+        } else {
+            Some(self.cluster.validate(&roles)?)
+        };
         let l = &self.limits;
         if l.max_stanza_bytes < 10_000 {
             return bad(format!(
@@ -336,6 +443,7 @@ impl Config {
             c2s,
             c2s_tls,
             ops_http,
+            cluster,
         })
     }
 
@@ -369,6 +477,123 @@ pub struct Validated {
     pub c2s: Option<SocketAddr>,
     pub c2s_tls: Option<SocketAddr>,
     pub ops_http: Option<SocketAddr>,
+    /// Set when this process runs cluster roles (not `all`).
+    pub cluster: Option<ClusterValidated>,
+}
+
+/// The checked cluster settings.
+#[derive(Clone, Debug)]
+pub struct ClusterValidated {
+    pub node_id: cluster::NodeId,
+    /// gRPC listen address (session and router roles).
+    pub grpc: Option<SocketAddr>,
+    /// The address other nodes dial (session and router roles).
+    pub advertise: String,
+    pub members: Vec<cluster::Member>,
+    pub heartbeat: std::time::Duration,
+    pub ttl: std::time::Duration,
+}
+
+impl ClusterSection {
+    fn validate(&self, roles: &[Role]) -> Result<ClusterValidated, ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let node = match &self.node_id {
+            Some(n) if !n.trim().is_empty() => n.trim().to_owned(),
+            _ => hostname().ok_or_else(|| {
+                ConfigError::Invalid(
+                    "cluster.node_id is not set and the host name is unknown; set it, or pass --node-id".into(),
+                )
+            })?,
+        };
+        let node_id = cluster::NodeId::new(&node)
+            .map_err(|e| ConfigError::Invalid(format!("cluster.node_id `{node}`: {e}")))?;
+        if !(self.redis_url.starts_with("redis://")
+            || self.redis_url.starts_with("redis+cluster://")
+            || self.redis_url.starts_with("redis+unix://"))
+        {
+            return bad(format!(
+                "cluster.redis_url: `{}` must start with redis://, redis+cluster:// or redis+unix://",
+                self.redis_url
+            ));
+        }
+        if roles.contains(&Role::Session) && roles.contains(&Role::Router) {
+            return bad("server.roles: run the session and router roles in separate processes (or use `all`)".into());
+        }
+        let serves_grpc = roles
+            .iter()
+            .any(|r| matches!(r, Role::Session | Role::Router));
+        let grpc = if serves_grpc {
+            Some(self.grpc.trim().parse::<SocketAddr>().map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "cluster.grpc: `{}` is not an address like 0.0.0.0:7400",
+                    self.grpc
+                ))
+            })?)
+        } else {
+            None
+        };
+        let advertise = match (&self.advertise, grpc) {
+            (Some(a), _) if !a.trim().is_empty() => {
+                let a = a.trim();
+                if a.rsplit_once(':')
+                    .and_then(|(_, p)| p.parse::<u16>().ok())
+                    .is_none()
+                {
+                    return bad(format!("cluster.advertise: `{a}` must be host:port"));
+                }
+                a.to_owned()
+            }
+            (_, Some(g)) if !g.ip().is_unspecified() => g.to_string(),
+            (_, Some(g)) => {
+                return bad(format!(
+                    "cluster.advertise must be set when cluster.grpc listens on the unspecified address {g} (pass --advertise or RELAIS_ADVERTISE, e.g. the Pod IP)"
+                ));
+            }
+            (_, None) => format!("{node}:0"),
+        };
+        let mut members = Vec::new();
+        for m in &self.members {
+            let id = cluster::NodeId::new(&m.id)
+                .map_err(|e| ConfigError::Invalid(format!("cluster.members id `{}`: {e}", m.id)))?;
+            let role = m.role.parse::<cluster::Role>().map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "cluster.members `{}`: role `{}` must be edge, session or router",
+                    m.id, m.role
+                ))
+            })?;
+            members.push(cluster::Member::new(id, role, m.addr.clone()));
+        }
+        if self.membership == MembershipSource::Static
+            && !members.iter().any(|m| m.role == cluster::Role::Session)
+        {
+            return bad("cluster.membership = \"static\" needs at least one session member in cluster.members".into());
+        }
+        if self.heartbeat_ms == 0 || self.ttl_ms <= self.heartbeat_ms {
+            return bad(
+                "cluster.ttl_ms must be longer than a non-zero cluster.heartbeat_ms".into(),
+            );
+        }
+        Ok(ClusterValidated {
+            node_id,
+            grpc,
+            advertise,
+            members,
+            heartbeat: std::time::Duration::from_millis(self.heartbeat_ms),
+            ttl: std::time::Duration::from_millis(self.ttl_ms),
+        })
+    }
+}
+
+fn hostname() -> Option<String> {
+    if let Ok(h) = std::env::var("HOSTNAME")
+        && !h.trim().is_empty()
+    {
+        return Some(h.trim().to_owned());
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
 }
 
 #[cfg(test)]

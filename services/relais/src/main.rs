@@ -11,6 +11,7 @@ use xmpp::scram::{self, ScramHash};
 
 mod config;
 mod http;
+mod nodes;
 mod serve;
 mod telemetry;
 
@@ -35,7 +36,38 @@ enum Command {
     CheckConfig {
         #[command(flatten)]
         common: Common,
+        #[command(flatten)]
+        node: NodeArgs,
     },
+}
+
+/// Per-node settings that a shared config file cannot hold (in Kubernetes they come from the
+/// downward API).
+#[derive(Args, Debug, Clone)]
+struct NodeArgs {
+    /// This node's id in a cluster (a Pod name). Overrides cluster.node_id.
+    #[arg(long, env = "RELAIS_NODE_ID")]
+    node_id: Option<String>,
+    /// The gRPC address other nodes dial, like 10.0.0.5:7400. Overrides cluster.advertise.
+    #[arg(long, env = "RELAIS_ADVERTISE")]
+    advertise: Option<String>,
+    /// The gRPC listen address of the session and router roles. Overrides cluster.grpc.
+    #[arg(long)]
+    grpc: Option<String>,
+}
+
+impl NodeArgs {
+    fn apply(&self, cfg: &mut config::Config) {
+        if let Some(n) = &self.node_id {
+            cfg.cluster.node_id = Some(n.clone());
+        }
+        if let Some(a) = &self.advertise {
+            cfg.cluster.advertise = Some(a.clone());
+        }
+        if let Some(a) = &self.grpc {
+            cfg.cluster.grpc.clone_from(a);
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -58,6 +90,8 @@ struct ServeArgs {
     /// Roles of this process: all (default), or a comma list of edge, session, router.
     #[arg(long)]
     roles: Option<String>,
+    #[command(flatten)]
+    node: NodeArgs,
     /// The STARTTLS client address, like 0.0.0.0:5222. Overrides listen.c2s.
     #[arg(long)]
     c2s: Option<String>,
@@ -127,7 +161,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => run_serve(args),
         Command::User(cmd) => run_user(cmd),
-        Command::CheckConfig { common } => load(&common).and_then(|c| {
+        Command::CheckConfig { common, node } => load(&common).and_then(|mut c| {
+            node.apply(&mut c);
             let v = c.validate()?;
             println!(
                 "config ok: domains {}, roles {:?}",
@@ -165,6 +200,7 @@ fn run_serve(args: ServeArgs) -> Result<(), CliError> {
     if let Some(r) = &args.roles {
         cfg.server.roles = vec![r.clone()];
     }
+    args.node.apply(&mut cfg);
     if let Some(a) = &args.c2s {
         cfg.listen.c2s = Some(a.clone());
     }

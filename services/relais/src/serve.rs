@@ -1,8 +1,8 @@
 //! `relais serve`: wires the roles of this process together.
 //!
 //! In standalone mode (`all`) the edge talks to the in-process session service, which uses
-//! the embedded SQLite store and the local router. The cluster roles carry the same traits
-//! over gRPC (not in this build yet).
+//! the embedded SQLite store and the local router. The cluster roles (`edge`, `session`,
+//! `router`, alone or combined) carry the same traits over gRPC; see `cluster.rs`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,16 +11,18 @@ use edge::{CertStore, EdgeContext, ListenMode, TlsConfigs};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::{Config, Role, Validated};
+use crate::config::{ClusterValidated, Config, MembershipSource, PeerRouting, Role, Validated};
 use crate::http::OpsState;
+use crate::nodes::{
+    ClusterAccounts, ClusterSessions, Members, PeerDelivery, PeerMode, PeerRouter,
+    PlacementLocality, RelayToOwner, View,
+};
 use crate::telemetry::Telemetry;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error(
-        "role `{0}` on its own needs the cluster transport, which this build does not have yet; run with --roles all"
-    )]
-    RoleUnavailable(Role),
+    #[error("cluster: {0}")]
+    Cluster(cluster::ClusterError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -38,15 +40,19 @@ pub enum ServeError {
 }
 
 pub async fn serve(cfg: Config, v: Validated, telemetry: Arc<Telemetry>) -> Result<(), ServeError> {
-    if let Some(r) = v.roles.iter().find(|r| **r != Role::All) {
-        return Err(ServeError::RoleUnavailable(*r));
-    }
     let data_dir = cfg.server.data_dir.clone();
     std::fs::create_dir_all(&data_dir).map_err(|source| ServeError::DataDir {
         path: data_dir.display().to_string(),
         source,
     })?;
+    match v.cluster.clone() {
+        None => standalone(cfg, v, telemetry).await,
+        Some(c) => clustered(cfg, v, c, telemetry).await,
+    }
+}
 
+fn tls_configs(cfg: &Config, v: &Validated) -> Result<TlsConfigs, ServeError> {
+    let data_dir = &cfg.server.data_dir;
     let certs = Arc::new(CertStore::default());
     for c in &cfg.tls.certificates {
         certs.insert(&c.domain, edge::tls::load_certified_key(&c.cert, &c.key)?);
@@ -63,19 +69,90 @@ pub async fn serve(cfg: Config, v: Validated, telemetry: Arc<Telemetry>) -> Resu
         }
         certs.insert(d, edge::tls::load_certified_key(&src.cert, &src.key)?);
     }
-    let tls = TlsConfigs::new(certs)?;
+    Ok(TlsConfigs::new(certs)?)
+}
 
-    let store = storage::sqlite::open(&crate::db_path(&data_dir))?;
-    let session_cfg = session::SessionConfig {
+fn session_config(cfg: &Config, v: &Validated) -> session::SessionConfig {
+    session::SessionConfig {
         domains: v.domains.clone(),
         offline_quota: cfg.session.offline_quota,
         version_enabled: cfg.session.version_enabled,
         max_resources: cfg.session.max_resources,
         sm_resume_secs: cfg.session.sm_resume_secs,
         ..session::SessionConfig::default()
-    };
+    }
+}
+
+fn until(stop: &watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let mut stop = stop.clone();
+    async move {
+        let _ = stop.wait_for(|s| *s).await;
+    }
+}
+
+/// Binds the client listeners and serves them with `ctx` until `stop`.
+async fn spawn_client_listeners(
+    v: &Validated,
+    ctx: &Arc<EdgeContext>,
+    stop: &watch::Receiver<bool>,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Result<(), ServeError> {
+    for (addr, mode, name) in [
+        (v.c2s, ListenMode::Starttls, "c2s"),
+        (v.c2s_tls, ListenMode::DirectTls, "c2s_tls"),
+    ] {
+        let Some(addr) = addr else { continue };
+        let listener = bind(addr).await?;
+        let local = listener.local_addr().unwrap_or(addr);
+        // A stable line on stdout, for scripts and tests that listen on port 0.
+        println!("relais: {name} listening on {local}");
+        tracing::info!(%local, listener = name, "listening");
+        let ctx = ctx.clone();
+        let shutdown = until(stop);
+        tasks.push(tokio::spawn(async move {
+            edge::serve(ctx, listener, mode, shutdown).await;
+        }));
+    }
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
+}
+
+async fn spawn_ops(
+    v: &Validated,
+    telemetry: Arc<Telemetry>,
+    stop: &watch::Receiver<bool>,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Result<Arc<OpsState>, ServeError> {
+    let ops = OpsState::new(telemetry);
+    if let Some(addr) = v.ops_http {
+        let listener = bind(addr).await?;
+        let local = listener.local_addr().unwrap_or(addr);
+        println!("relais: http listening on {local}");
+        tracing::info!(%local, listener = "http", "listening");
+        tasks.push(tokio::spawn(crate::http::serve(
+            listener,
+            ops.clone(),
+            until(stop),
+        )));
+    }
+    Ok(ops)
+}
+
+async fn standalone(
+    cfg: Config,
+    v: Validated,
+    telemetry: Arc<Telemetry>,
+) -> Result<(), ServeError> {
+    let tls = tls_configs(&cfg, &v)?;
+    let store = storage::sqlite::open(&crate::db_path(&cfg.server.data_dir))?;
     let router: Arc<dyn router::Router> = Arc::new(router::LocalRouter);
-    let sessions = session::LocalSessionService::new(session_cfg, store.clone(), router);
+    let sessions =
+        session::LocalSessionService::new(session_config(&cfg, &v), store.clone(), router);
     let ctx = EdgeContext::new(
         cfg.edge_config(),
         v.domains.clone(),
@@ -86,45 +163,10 @@ pub async fn serve(cfg: Config, v: Validated, telemetry: Arc<Telemetry>) -> Resu
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
-    for (addr, mode, name) in [
-        (v.c2s, ListenMode::Starttls, "c2s"),
-        (v.c2s_tls, ListenMode::DirectTls, "c2s_tls"),
-    ] {
-        let Some(addr) = addr else { continue };
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServeError::Bind { addr, source })?;
-        let local = listener.local_addr().unwrap_or(addr);
-        // A stable line on stdout, for scripts and tests that listen on port 0.
-        println!("relais: {name} listening on {local}");
-        tracing::info!(%local, listener = name, "listening");
-        let mut stop = stop_rx.clone();
-        let ctx = ctx.clone();
-        tasks.push(tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stop.wait_for(|s| *s).await;
-            };
-            edge::serve(ctx, listener, mode, shutdown).await;
-        }));
-    }
-    let ops = OpsState::new(telemetry);
-    if let Some(addr) = v.ops_http {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServeError::Bind { addr, source })?;
-        let local = listener.local_addr().unwrap_or(addr);
-        println!("relais: http listening on {local}");
-        tracing::info!(%local, listener = "http", "listening");
-        let mut stop = stop_rx.clone();
-        tasks.push(tokio::spawn(crate::http::serve(
-            listener,
-            ops.clone(),
-            async move {
-                let _ = stop.wait_for(|s| *s).await;
-            },
-        )));
-    }
+    spawn_client_listeners(&v, &ctx, &stop_rx, &mut tasks).await?;
+    let ops = spawn_ops(&v, telemetry, &stop_rx, &mut tasks).await?;
     ops.set_ready(true);
+    println!("relais: ready");
     tracing::info!(domains = %v.domains.join(","), "relais is running (standalone)");
 
     wait_for_signal().await;
@@ -138,6 +180,216 @@ pub async fn serve(cfg: Config, v: Validated, telemetry: Arc<Telemetry>) -> Resu
     sessions.close_detached().await;
     drop(ctx);
     drop(store);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn clustered(
+    cfg: Config,
+    v: Validated,
+    c: ClusterValidated,
+    telemetry: Arc<Telemetry>,
+) -> Result<(), ServeError> {
+    let has = |r: Role| v.roles.contains(&r);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+
+    // The gRPC listener comes first: with port 0, the advertised address is the bound one.
+    let grpc = match c.grpc {
+        Some(addr) => {
+            let listener = bind(addr).await?;
+            let local = listener.local_addr().unwrap_or(addr);
+            println!("relais: grpc listening on {local}");
+            tracing::info!(%local, listener = "grpc", "listening");
+            Some((listener, local))
+        }
+        None => None,
+    };
+    let advertise = match (&cfg.cluster.advertise, &grpc) {
+        (Some(a), _) if !a.trim().is_empty() => a.trim().to_owned(),
+        (_, Some((_, local))) => local.to_string(),
+        _ => c.advertise.clone(),
+    };
+
+    let needs_redis = cfg.cluster.membership == MembershipSource::Redis || has(Role::Session);
+    let redis = if needs_redis {
+        Some(
+            crate::nodes::redis(&cfg.cluster.redis_url)
+                .await
+                .map_err(ServeError::Cluster)?,
+        )
+    } else {
+        None
+    };
+    let members = match cfg.cluster.membership {
+        MembershipSource::Redis => {
+            let Some(client) = &redis else {
+                return Err(ServeError::Cluster(cluster::ClusterError::Config(
+                    "redis membership without redis".into(),
+                )));
+            };
+            let mut v2 = Vec::new();
+            for role in &v.roles {
+                let node_role = match role {
+                    Role::Edge => cluster::Role::Edge,
+                    Role::Session => cluster::Role::Session,
+                    Role::Router => cluster::Role::Router,
+                    Role::All => continue,
+                };
+                let me = cluster::Member::new(c.node_id.clone(), node_role, advertise.clone());
+                let m = cluster::RedisMembership::start(
+                    client.clone(),
+                    Some(me),
+                    cluster::RedisMembershipConfig {
+                        heartbeat: c.heartbeat,
+                        ttl: c.ttl,
+                        ..cluster::RedisMembershipConfig::default()
+                    },
+                )
+                .await
+                .map_err(ServeError::Cluster)?;
+                v2.push(m);
+            }
+            Members::Redis(v2)
+        }
+        #[cfg(feature = "kube")]
+        MembershipSource::Kubernetes => {
+            let port = cfg.cluster.kube_port_name.clone();
+            let roles = vec![
+                cluster::KubeRole {
+                    role: cluster::Role::Session,
+                    service: cfg.cluster.kube_session_service.clone(),
+                    port_name: port.clone(),
+                },
+                cluster::KubeRole {
+                    role: cluster::Role::Router,
+                    service: cfg.cluster.kube_router_service.clone(),
+                    port_name: port,
+                },
+            ];
+            Members::Kube(
+                cluster::KubeMembership::from_env(cfg.cluster.kube_namespace.as_deref(), roles)
+                    .await
+                    .map_err(ServeError::Cluster)?,
+            )
+        }
+        #[cfg(not(feature = "kube"))]
+        MembershipSource::Kubernetes => {
+            return Err(ServeError::Cluster(cluster::ClusterError::Config(
+                "this build has no kubernetes support (feature `kube`)".into(),
+            )));
+        }
+        MembershipSource::Static => {
+            Members::Static(cluster::StaticMembership::new(c.members.clone()))
+        }
+    };
+    let view = View::follow(c.node_id.clone(), v.domains.clone(), members.watch(), c.ttl);
+
+    // Session role: the live state of the accounts placement gives this node.
+    let mut session_node = None;
+    let mut routes: Option<proto::Routes> = None;
+    if has(Role::Session) {
+        let store = storage::sqlite::open(&crate::db_path(&cfg.server.data_dir))?;
+        let mode = match cfg.cluster.peer_routing {
+            PeerRouting::Router => PeerMode::ViaRouter,
+            PeerRouting::Direct => PeerMode::Direct,
+        };
+        let peer = PeerRouter::new(view.clone(), mode);
+        let svc = session::LocalSessionService::with_locality(
+            session_config(&cfg, &v),
+            store.clone(),
+            peer.clone(),
+            Some(Arc::new(PlacementLocality(view.clone()))),
+        );
+        peer.set_local(&svc);
+        let server = proto::SessionGrpcServer::new(svc.clone(), store.accounts.clone());
+        let delivery = proto::RouterGrpcServer::new(Arc::new(PeerDelivery(svc.clone())));
+        routes = Some(delivery.add_to(server.routes()));
+        let Some(client) = redis.clone() else {
+            return Err(ServeError::Cluster(cluster::ClusterError::Config(
+                "the session role needs redis".into(),
+            )));
+        };
+        let mut dcfg = cluster::DirectoryConfig::new(c.node_id.clone());
+        dcfg.heartbeat = c.heartbeat;
+        dcfg.ttl = c.ttl;
+        let directory = Arc::new(
+            cluster::RedisDirectory::start(client, dcfg)
+                .await
+                .map_err(ServeError::Cluster)?,
+        );
+        let task = tokio::spawn(crate::nodes::run_session_node(
+            svc.clone(),
+            directory.clone(),
+            view.clone(),
+            c.heartbeat,
+            stop_rx.clone(),
+        ));
+        session_node = Some((svc, server, directory, task, store));
+    }
+    if has(Role::Router) {
+        let relay = proto::RelayGrpcServer::new(RelayToOwner::new(view.clone()));
+        routes = Some(relay.routes());
+    }
+    if let (Some((listener, _)), Some(routes)) = (grpc, routes) {
+        let shutdown = until(&stop_rx);
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = proto::serve(listener, routes, shutdown).await {
+                tracing::error!(error = %e, "grpc server failed");
+            }
+        }));
+    }
+
+    // Edge role: client connections, sessions on their owning nodes.
+    let mut edge_ctx = None;
+    let mut edge_tasks = Vec::new();
+    if has(Role::Edge) {
+        let tls = tls_configs(&cfg, &v)?;
+        let sessions = ClusterSessions::new(view.clone(), c.node_id.as_str().to_owned());
+        let mut ecfg = cfg.edge_config();
+        ecfg.see_other_host = cfg.cluster.see_other_host.clone().filter(|h| !h.is_empty());
+        let ctx = EdgeContext::new(
+            ecfg,
+            v.domains.clone(),
+            tls,
+            Arc::new(ClusterAccounts(sessions.clone())),
+            sessions,
+        );
+        spawn_client_listeners(&v, &ctx, &stop_rx, &mut edge_tasks).await?;
+        edge_ctx = Some(ctx);
+    }
+    let ops = spawn_ops(&v, telemetry, &stop_rx, &mut tasks).await?;
+    ops.set_ready(true);
+    println!("relais: ready");
+    let roles: Vec<String> = v.roles.iter().map(ToString::to_string).collect();
+    tracing::info!(node = %c.node_id, roles = %roles.join(","), advertise = %advertise, "relais is running (cluster)");
+
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    ops.set_ready(false);
+    // Others stop routing here first.
+    members.leave().await;
+    if let Some((_, server, _, _, _)) = &session_node {
+        server.close_streams();
+    }
+    let _ = stop_tx.send(true);
+    // The edge drains its clients (see-other-host or system-shutdown) while the session
+    // role's links are still up.
+    for t in edge_tasks {
+        let _ = t.await;
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    drop(edge_ctx);
+    if let Some((svc, _server, directory, task, store)) = session_node {
+        svc.close_detached().await;
+        let _ = task.await;
+        if let Err(e) = directory.retire().await {
+            tracing::warn!(error = %e, "cannot retire from the directory");
+        }
+        drop(store);
+    }
     tracing::info!("stopped");
     Ok(())
 }

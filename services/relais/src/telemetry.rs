@@ -80,7 +80,9 @@ pub fn init(
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let otel = tracer.as_ref().map(|provider| {
         opentelemetry::global::set_tracer_provider(provider.clone());
         tracing_opentelemetry::layer().with_tracer(provider.tracer("relais"))

@@ -19,6 +19,7 @@ mod build;
 mod clock;
 mod iq;
 mod mam;
+mod node;
 mod presence;
 mod roster;
 mod route;
@@ -26,6 +27,7 @@ mod sm;
 mod state;
 mod subscription;
 
+pub use node::LiveResource;
 pub use sm::{NS_SM, resume_id_owner};
 
 /// What the session sends to one client connection.
@@ -53,6 +55,12 @@ pub enum SinkError {
 /// The edge side of one bound session. `send` never blocks.
 pub trait ClientSink: Send + Sync + 'static {
     fn send(&self, item: ToClient) -> Result<(), SinkError>;
+
+    /// The edge node and connection id behind this sink, when it crosses a cluster link
+    /// (for the session directory).
+    fn origin(&self) -> Option<(String, u64)> {
+        None
+    }
 }
 
 /// Identifies one bound session, so a late `close` from a replaced connection cannot end

@@ -175,7 +175,7 @@ impl LocalSessionService {
     }
 
     /// Whether an account of a hosted domain lives on this node.
-    fn owns(&self, account: &BareJid) -> bool {
+    pub(crate) fn owns(&self, account: &BareJid) -> bool {
         self.locality.as_ref().is_none_or(|l| l.is_local(account))
     }
 
@@ -237,7 +237,7 @@ impl LocalSessionService {
         };
         let original = bounceable.then(|| st.clone());
         if let Err(e) = self.router.route(st).await {
-            tracing::debug!(error = %e, "no route");
+            tracing::debug!(error = %e, to = ?original.as_ref().and_then(|o| o.get_attr("to")), "no route");
             if let Some(orig) = original {
                 self.bounce(&orig, e.condition(), None, q);
             }
@@ -266,6 +266,7 @@ impl LocalSessionService {
         if ty == Some("error") || (st.name() == "iq" && !matches!(ty, Some("get" | "set"))) {
             return;
         }
+        tracing::debug!(to = ?st.get_attr("to"), from = ?st.get_attr("from"), condition = cond.as_str(), "bouncing a stanza");
         q.push_back(error_reply(st, cond, text));
     }
 

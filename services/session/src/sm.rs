@@ -274,6 +274,10 @@ impl SmState {
 }
 
 impl ClientSink for SmSink {
+    fn origin(&self) -> Option<(String, u64)> {
+        self.lock().conn.as_ref().and_then(|c| c.origin())
+    }
+
     fn send(&self, item: ToClient) -> Result<(), SinkError> {
         let mut st = self.lock();
         match item {

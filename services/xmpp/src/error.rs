@@ -171,6 +171,18 @@ impl StreamErrorCondition {
     }
 }
 
+/// `<see-other-host/>` naming `host` (`host`, `host:port` or `[v6]:port`) as its character
+/// data, as RFC 6120 §4.9.3.19 specifies.
+pub fn see_other_host_bytes(host: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(120 + host.len());
+    out.extend_from_slice(
+        b"<stream:error><see-other-host xmlns=\"urn:ietf:params:xml:ns:xmpp-streams\">",
+    );
+    out.extend_from_slice(quick_xml::escape::escape(host).as_bytes());
+    out.extend_from_slice(b"</see-other-host></stream:error>");
+    out
+}
+
 /// Turns a received stanza into the error reply RFC 6120 §8.3.1 describes: `from` and `to`
 /// swapped, `type="error"`, the original payload kept, and an `<error/>` child added.
 pub fn error_reply(stanza: &Element, cond: StanzaErrorCondition, text: Option<&str>) -> Element {

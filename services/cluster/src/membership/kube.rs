@@ -106,6 +106,21 @@ impl KubeMembership {
     }
 }
 
+impl KubeMembership {
+    /// Connects with the in-cluster (or kubeconfig) credentials and starts watching in
+    /// `namespace`, by default this Pod's namespace.
+    pub async fn from_env(namespace: Option<&str>, roles: Vec<KubeRole>) -> crate::Result<Self> {
+        let client = Client::try_default()
+            .await
+            .map_err(|e| crate::ClusterError::Config(format!("kubernetes client: {e}")))?;
+        let ns = match namespace {
+            Some(n) if !n.is_empty() => n.to_owned(),
+            _ => client.default_namespace().to_owned(),
+        };
+        Ok(Self::start(client, &ns, roles))
+    }
+}
+
 impl Drop for KubeMembership {
     fn drop(&mut self) {
         for t in &self.tasks {
