@@ -7,20 +7,24 @@
 //! than OK means the router itself could not be reached.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
 use router::{RouteError, Router};
 use tonic::service::Routes;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use xmpp::Element;
 
 use crate::context;
 use crate::error::{ProtoError, status_to_route_error};
+use crate::metrics::{self, Method, Outcome};
 use crate::pb::relais::router::v1 as pb;
 use crate::pb::relais::router::v1::router_client::RouterClient;
 use crate::pb::relais::router::v1::router_server::{Router as RouterRpc, RouterServer};
-use crate::wire::{element_to_bytes, meta_of, parse_element};
+use crate::wire::{element_to_bytes, kind_name, meta_of, parse_element};
 
 /// A [`Router`] on a remote router.
 #[derive(Clone, Debug)]
@@ -48,6 +52,26 @@ impl GrpcRouter {
     }
 }
 
+/// One `Route` call, timed for `relais.grpc.client.duration`.
+async fn call_route(
+    client: &RouterClient<Channel>,
+    req: pb::RouteRequest,
+) -> Result<pb::RouteReply, Status> {
+    let started = Instant::now();
+    let mut client = client.clone();
+    let res = client.route(req).await.map(Response::into_inner);
+    let outcome = match &res {
+        Ok(pb::RouteReply {
+            result: Some(pb::route_reply::Result::Ok(_)),
+        }) => Outcome::Ok,
+        Ok(_) => Outcome::Error,
+        Err(status) if status.code() == tonic::Code::DeadlineExceeded => Outcome::Timeout,
+        Err(_) => Outcome::Unavailable,
+    };
+    metrics::client_call(Method::Route, outcome, started);
+    res
+}
+
 #[async_trait]
 impl Router for GrpcRouter {
     async fn route(&self, stanza: Element) -> Result<(), RouteError> {
@@ -56,9 +80,8 @@ impl Router for GrpcRouter {
             meta: Some(meta_of(&stanza)),
             metadata: context::inject(),
         };
-        let mut client = self.client.clone();
-        let reply = match client.route(req).await {
-            Ok(r) => r.into_inner(),
+        let reply = match call_route(&self.client, req).await {
+            Ok(r) => r,
             Err(status) => {
                 tracing::warn!(error = %status, "router call failed");
                 return Err(status_to_route_error(&status));
@@ -120,7 +143,7 @@ impl RouterRpc for RouterGrpcServer {
         request: Request<pb::RouteRequest>,
     ) -> Result<Response<pb::RouteReply>, Status> {
         let req = request.into_inner();
-        context::extract(&req.metadata);
+        let parent = context::extract(&req.metadata);
         let el = match parse_element(&req.xml) {
             Ok(el) => el,
             Err(e) => {
@@ -131,7 +154,9 @@ impl RouterRpc for RouterGrpcServer {
                 )));
             }
         };
-        let reply = match self.router.route(el).await {
+        // The router's spans (for example the session service's `session.route`) continue
+        // the sender's trace.
+        let reply = match context::within(parent, self.router.route(el)).await {
             Ok(()) => pb::RouteReply {
                 result: Some(pb::route_reply::Result::Ok(pb::RouteOk {})),
             },
@@ -175,29 +200,53 @@ impl RouterRpc for RelayGrpcServer {
         request: Request<pb::RouteRequest>,
     ) -> Result<Response<pb::RouteReply>, Status> {
         let req = request.into_inner();
-        context::extract(&req.metadata);
+        let parent = context::extract(&req.metadata);
+        let (kind, ty) = req
+            .meta
+            .as_ref()
+            .map_or(("unknown", ""), |m| (kind_name(m.kind), m.r#type.as_str()));
+        let span = tracing::info_span!(
+            target: session::TRACE_TARGET,
+            "router.relay",
+            "stanza.kind" = kind,
+            "stanza.type" = (!ty.is_empty()).then_some(ty),
+            mode = "relay",
+        );
+        if context::is_remote(&parent) {
+            // Fails only when the span is disabled (no exporter): nothing to link then.
+            let _ = span.set_parent(parent);
+        }
+        let reply = self.relay(req).instrument(span).await;
+        Ok(Response::new(reply))
+    }
+}
+
+impl RelayGrpcServer {
+    async fn relay(&self, mut req: pb::RouteRequest) -> pb::RouteReply {
         let to = req.meta.as_ref().map(|m| m.to.as_str()).unwrap_or_default();
         let targets = match self.targets.targets(to) {
             Ok(t) => t,
-            Err(RouteError::NoRoute(d)) => {
-                return Ok(Response::new(error_reply(pb::RouteCode::NoRoute, d)));
-            }
-            Err(RouteError::Unavailable(m)) => {
-                return Ok(Response::new(error_reply(pb::RouteCode::Unavailable, m)));
-            }
+            Err(RouteError::NoRoute(d)) => return error_reply(pb::RouteCode::NoRoute, d),
+            Err(RouteError::Unavailable(m)) => return error_reply(pb::RouteCode::Unavailable, m),
         };
+        // The next hop continues this hop's span; without one (no exporter here), the
+        // sender's context goes on unchanged.
+        let here = context::inject();
+        if !here.is_empty() {
+            req.metadata = here;
+        }
         for target in targets {
-            let mut client = target.client.clone();
-            match client.route(req.clone()).await {
-                Ok(reply) => return Ok(reply),
+            match call_route(&target.client, req.clone()).await {
+                Ok(reply) => return reply,
                 Err(status) => {
+                    let to = req.meta.as_ref().map(|m| m.to.as_str()).unwrap_or_default();
                     tracing::warn!(to, error = %status, "relay target failed; trying the next");
                 }
             }
         }
-        Ok(Response::new(error_reply(
+        error_reply(
             pb::RouteCode::Unavailable,
             "no session node could take the stanza".to_owned(),
-        )))
+        )
     }
 }

@@ -48,7 +48,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use prost::bytes::Bytes;
@@ -66,6 +66,7 @@ use xmpp::{BareJid, Element, FullJid, StreamErrorCondition};
 use crate::context;
 use crate::credentials::GrpcCredentials;
 use crate::error::ProtoError;
+use crate::metrics::{self, Direction, Method, Outcome};
 use crate::pb::relais::session::v1 as pb;
 use crate::pb::relais::session::v1::session_client::SessionClient;
 use crate::wire::{
@@ -197,6 +198,20 @@ enum Reply {
     Lost,
 }
 
+impl Reply {
+    /// The outcome of an answered call, for `relais.grpc.client.duration`.
+    fn outcome(&self) -> Outcome {
+        match self {
+            Reply::Opened(Ok(_)) | Reply::SmEnabled(Ok(_)) | Reply::Resumed(Ok(_)) => Outcome::Ok,
+            Reply::Opened(Err(_))
+            | Reply::SmEnabled(Err(_))
+            | Reply::Resumed(Err(_))
+            | Reply::Failed(_) => Outcome::Error,
+            Reply::Lost => Outcome::Unavailable,
+        }
+    }
+}
+
 type Attached = (mpsc::Sender<pb::EdgeMessage>, Streaming<pb::SessionMessage>);
 
 /// The reader's handle on the queue to the node: weak, so that dropping the client (which
@@ -230,8 +245,13 @@ impl GrpcSessionClient {
         edge_id: impl Into<String>,
         config: ClientConfig,
     ) -> Result<Self, ProtoError> {
+        let endpoint = endpoint.into();
+        let peer = endpoint
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .to_owned();
         let channel = crate::channel(
-            endpoint.into(),
+            endpoint,
             config.connect_timeout,
             config.keepalive_interval,
             config.keepalive_timeout,
@@ -251,6 +271,15 @@ impl GrpcSessionClient {
                 "cannot attach to the session node".to_owned(),
             ));
         };
+        let weak = Arc::downgrade(&inner);
+        metrics::register_queue(Direction::EdgeToSession, peer, move || {
+            let inner = weak.upgrade()?;
+            let depth = match &*inner.link.borrow() {
+                Link::Up(tx) => metrics::queued(tx),
+                _ => 0,
+            };
+            Some(depth)
+        });
         let driver = tokio::spawn(drive(Arc::clone(&inner), first));
         Ok(GrpcSessionClient {
             handle: Arc::new(Handle { inner, driver }),
@@ -328,21 +357,45 @@ impl Inner {
         rx
     }
 
-    /// Waits for an answer. A timeout leaves the pending entry, so that a late answer can
-    /// still be cleaned up by the reader.
-    async fn answer(&self, rx: oneshot::Receiver<Reply>) -> Reply {
+    /// Waits for the answer to a `method` call sent at `started`, and records how long it
+    /// took. A timeout leaves the pending entry, so that a late answer can still be cleaned up
+    /// by the reader.
+    async fn answer(
+        &self,
+        rx: oneshot::Receiver<Reply>,
+        method: Method,
+        started: Instant,
+    ) -> Reply {
         let deadline = tokio::time::Instant::now() + self.config.answer_timeout;
-        Self::answer_by(rx, deadline).await
+        let (reply, timed_out) = Self::answer_timed(rx, deadline).await;
+        let outcome = if timed_out {
+            Outcome::Timeout
+        } else {
+            reply.outcome()
+        };
+        metrics::client_call(method, outcome, started);
+        reply
     }
 
     async fn answer_by(rx: oneshot::Receiver<Reply>, deadline: tokio::time::Instant) -> Reply {
+        Self::answer_timed(rx, deadline).await.0
+    }
+
+    /// The answer, and whether the deadline passed first.
+    async fn answer_timed(
+        rx: oneshot::Receiver<Reply>,
+        deadline: tokio::time::Instant,
+    ) -> (Reply, bool) {
         match tokio::time::timeout_at(deadline, rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Reply::Lost,
-            Err(_) => Reply::Failed(pb::Error {
-                code: pb::Code::Unavailable as i32,
-                message: "no answer from the session node".to_owned(),
-            }),
+            Ok(Ok(r)) => (r, false),
+            Ok(Err(_)) => (Reply::Lost, false),
+            Err(_) => (
+                Reply::Failed(pb::Error {
+                    code: pb::Code::Unavailable as i32,
+                    message: "no answer from the session node".to_owned(),
+                }),
+                true,
+            ),
         }
     }
 
@@ -528,14 +581,13 @@ fn send_later(tx: &Weak, msg: pb::EdgeMessage) {
 
 fn on_message(inner: &Arc<Inner>, tx: &Weak, m: pb::SessionMessage) {
     use pb::session_message::Kind;
-    context::extract(&m.metadata);
     let Some(kind) = m.kind else {
         tracing::warn!(edge = %inner.edge_id, "empty message from the session node");
         return;
     };
     match kind {
         Kind::Opened(o) => on_opened(inner, tx, o),
-        Kind::Deliver(d) => on_deliver(inner, tx, d),
+        Kind::Deliver(d) => on_deliver(inner, tx, d, context::extract(&m.metadata)),
         Kind::CloseConn(c) => {
             let cond = condition_from_wire(&c.condition);
             let Some(conn) = inner.conns().remove(&c.conn_id) else {
@@ -664,7 +716,9 @@ fn on_resumed(inner: &Arc<Inner>, tx: &Weak, r: pb::Resumed) {
     inner.resolve(r.req_id, Reply::Resumed(reply));
 }
 
-fn on_deliver(inner: &Arc<Inner>, tx: &Weak, d: pb::Deliver) {
+/// A delivery for one connection. `cx` is the trace context the session node sent with it:
+/// the connection's sink (the edge) opens its `edge.deliver` span in it.
+fn on_deliver(inner: &Arc<Inner>, tx: &Weak, d: pb::Deliver, cx: opentelemetry::Context) {
     let el = match parse_element(&d.xml) {
         Ok(el) => el,
         Err(e) => {
@@ -688,7 +742,11 @@ fn on_deliver(inner: &Arc<Inner>, tx: &Weak, d: pb::Deliver) {
         sm.skip -= 1;
         return;
     }
-    match c.sink.send(ToClient::Stanza(el)) {
+    let sent = {
+        let _current = context::is_remote(&cx).then(|| cx.attach());
+        c.sink.send(ToClient::Stanza(el))
+    };
+    match sent {
         Ok(()) => {
             if let Some(sm) = c.sm.as_mut() {
                 if sm.counting {
@@ -894,12 +952,14 @@ impl SessionService for GrpcSessionClient {
             conn_id,
             full_jid: jid.to_string(),
         });
+        let started = Instant::now();
         if tx.send(edge_message(msg)).await.is_err() {
+            metrics::client_call(Method::Open, Outcome::Unavailable, started);
             inner.pending().remove(&conn_id);
             inner.conns().remove(&conn_id);
             return Err(unavailable("session stream closed"));
         }
-        match inner.answer(rx).await {
+        match inner.answer(rx, Method::Open, started).await {
             Reply::Opened(Ok(_)) => Ok(SessionToken(conn_id)),
             Reply::Opened(Err(e)) | Reply::Failed(e) => {
                 inner.abandon(conn_id).await;
@@ -996,11 +1056,13 @@ impl SessionService for GrpcSessionClient {
             resume,
             req_id,
         });
+        let started = Instant::now();
         let reply = if tx.send(edge_message(msg)).await.is_err() {
+            metrics::client_call(Method::EnableSm, Outcome::Unavailable, started);
             inner.pending().remove(&req_id);
             Reply::Lost
         } else {
-            inner.answer(rx).await
+            inner.answer(rx, Method::EnableSm, started).await
         };
         let mut conns = inner.conns();
         let conn = conns.get_mut(&token.0);
@@ -1100,12 +1162,14 @@ impl SessionService for GrpcSessionClient {
             h,
             req_id,
         });
+        let started = Instant::now();
         if tx.send(edge_message(msg)).await.is_err() {
+            metrics::client_call(Method::Resume, Outcome::Unavailable, started);
             inner.pending().remove(&req_id);
             inner.conns().remove(&conn_id);
             return Err(unavailable("session stream closed"));
         }
-        match inner.answer(rx).await {
+        match inner.answer(rx, Method::Resume, started).await {
             Reply::Resumed(Ok((jid, _, server_h))) => Ok(SmResumed {
                 jid,
                 token: SessionToken(conn_id),

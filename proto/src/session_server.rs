@@ -28,6 +28,7 @@ use xmpp::{BareJid, FullJid, StreamErrorCondition, ns};
 
 use crate::context;
 use crate::error::storage_error_to_status;
+use crate::metrics::{self, Direction};
 use crate::pb::relais::session::v1 as pb;
 use crate::pb::relais::session::v1::session_server::{Session, SessionServer};
 use crate::wire::{
@@ -162,6 +163,8 @@ enum ConnOp {
     Stanza {
         token: u64,
         xml: Bytes,
+        /// The trace context the edge sent with it.
+        cx: opentelemetry::Context,
     },
     Close {
         token: u64,
@@ -244,11 +247,8 @@ async fn run_stream(inner: Arc<ServerInner>, mut inbound: Streaming<pb::EdgeMess
     let edge_id = match inbound.message().await {
         Ok(Some(pb::EdgeMessage {
             kind: Some(pb::edge_message::Kind::Hello(h)),
-            metadata,
-        })) => {
-            context::extract(&metadata);
-            h.edge_id
-        }
+            ..
+        })) => h.edge_id,
         Ok(Some(_)) => {
             tracing::info!("attach stream without hello");
             let _ = out
@@ -265,6 +265,10 @@ async fn run_stream(inner: Arc<ServerInner>, mut inbound: Streaming<pb::EdgeMess
         }
     };
     tracing::info!(edge = %edge_id, "edge attached");
+    let queue = out.downgrade();
+    metrics::register_queue(Direction::SessionToEdge, edge_id.clone(), move || {
+        queue.upgrade().map(|tx| metrics::queued(&tx))
+    });
     let ctx = Arc::new(StreamCtx {
         inner,
         out,
@@ -306,7 +310,6 @@ async fn run_stream(inner: Arc<ServerInner>, mut inbound: Streaming<pb::EdgeMess
 
 async fn dispatch(ctx: &Arc<StreamCtx>, m: pb::EdgeMessage) {
     use pb::edge_message::Kind;
-    context::extract(&m.metadata);
     let Some(kind) = m.kind else {
         tracing::info!(edge = %ctx.edge_id, "empty message from the edge");
         reply(
@@ -378,6 +381,7 @@ async fn dispatch(ctx: &Arc<StreamCtx>, m: pb::EdgeMessage) {
             let op = ConnOp::Stanza {
                 token: s.token,
                 xml: s.xml,
+                cx: context::extract(&m.metadata),
             };
             if !forward(ctx, s.conn_id, op, false).await {
                 reply(
@@ -546,7 +550,7 @@ async fn conn_loop(
     };
     while let Some(op) = rx.recv().await {
         match op {
-            ConnOp::Stanza { token, xml } => {
+            ConnOp::Stanza { token, xml, cx } => {
                 let el = match parse_element(&xml) {
                     Ok(el) => el,
                     Err(e) => {
@@ -572,7 +576,8 @@ async fn conn_loop(
                     reply(&ctx.out, f).await;
                     continue;
                 }
-                match svc.stanza(jid, SessionToken(token), el).await {
+                // The session's `session.route` span continues the edge's trace.
+                match context::within(cx, svc.stanza(jid, SessionToken(token), el)).await {
                     Ok(()) => {}
                     Err(SessionError::NoSession) => {
                         // Replaced or closed: the connection ends as the edge would end it.

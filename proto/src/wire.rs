@@ -72,6 +72,16 @@ pub(crate) fn meta_of(el: &Element) -> pb::StanzaMeta {
     }
 }
 
+/// The element name of a stanza kind from the wire (for span fields).
+pub(crate) fn kind_name(kind: i32) -> &'static str {
+    match pb::StanzaKind::try_from(kind) {
+        Ok(pb::StanzaKind::Message) => "message",
+        Ok(pb::StanzaKind::Presence) => "presence",
+        Ok(pb::StanzaKind::Iq) => "iq",
+        _ => "unknown",
+    }
+}
+
 pub(crate) fn wire_error(code: pb::Code, message: impl Into<String>) -> pb::Error {
     pb::Error {
         code: code as i32,

@@ -276,3 +276,43 @@ async fn edge_drain_sends_clients_to_the_other_host() {
     let mut a2 = c.login_at(1, "alice", "alice-pw", "a").await;
     sync(&mut a2).await;
 }
+
+#[tokio::test]
+async fn a_joining_session_node_takes_its_accounts_and_leaves_the_others_alone() {
+    let mut c = cluster_with(&["alice", "bob"], ClusterOpts::default());
+    // Bob's node leaves (SIGTERM: it leaves the membership at once; others apply the removal
+    // after the grace period).
+    let bob_node = c.sessions[1].id.clone();
+    assert!(c.sessions[1].process.stop().is_some_and(|s| s.success()));
+    tokio::time::sleep(Duration::from_millis(
+        c.opts.ttl_ms * 2 + c.opts.heartbeat_ms * 3,
+    ))
+    .await;
+    let mut a = c.login_at(0, "alice", "alice-pw", "a").await;
+    let mut b = c.login_at(1, "bob", "bob-pw", "b").await;
+    a.go_online().await;
+    b.go_online().await;
+    a.send(&chat("bob@localhost/b", "one node")).await;
+    assert_eq!(
+        body(&next_message(&mut b).await).as_deref(),
+        Some("one node")
+    );
+
+    // It comes back: Bob's account moves to it, so his stream ends and he logs in again;
+    // Alice's account did not move and her stream is untouched.
+    c.sessions[1] = c.spawn(&bob_node, "session");
+    assert_eq!(
+        b.expect_stream_end().await,
+        Some(StreamErrorCondition::SystemShutdown)
+    );
+    sync(&mut a).await;
+    let mut b2 = c.login_at(1, "bob", "bob-pw", "b").await;
+    b2.go_online().await;
+    a.send(&chat("bob@localhost/b", "two nodes")).await;
+    assert_eq!(
+        body(&next_message(&mut b2).await).as_deref(),
+        Some("two nodes")
+    );
+    b2.send(&chat("alice@localhost/a", "back")).await;
+    assert_eq!(body(&next_message(&mut a).await).as_deref(), Some("back"));
+}

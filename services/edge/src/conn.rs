@@ -27,6 +27,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+use tracing::{Instrument, Span};
 use xmpp::parser::{StreamEvent, StreamHeader, StreamParser};
 use xmpp::scram::{ScramHash, ScramServer};
 use xmpp::{BareJid, Element, FullJid, StanzaErrorCondition, StreamErrorCondition, ns};
@@ -187,6 +188,9 @@ struct Conn {
     /// XEP-0198, once enabled or resumed.
     sm: Option<SmConn>,
     ending: Option<End>,
+    /// The `edge.deliver` spans of the stanzas in `wbuf`, ended once it is written (empty,
+    /// and unallocated, without a tracing exporter).
+    delivering: Vec<Span>,
 }
 
 pub(crate) async fn run(
@@ -226,6 +230,7 @@ pub(crate) async fn run(
         more: false,
         sm: None,
         ending: None,
+        delivering: Vec::new(),
     };
     if mode == ListenMode::DirectTls && !Box::pin(c.start_tls(false)).await {
         return;
@@ -271,8 +276,8 @@ impl Conn {
                 }
                 item = async { match rx { Some(rx) => rx.recv().await, None => None } }, if has_rx => {
                     match item {
-                        Some(item) => {
-                            let close = self.push_outbound(item);
+                        Some((item, span)) => {
+                            let close = self.push_outbound(item, span);
                             let close = self.drain_outbound() || close;
                             if !close {
                                 self.request_ack();
@@ -414,6 +419,8 @@ impl Conn {
         if !ok {
             self.end(End::Lost);
         }
+        // The deliveries in this batch are written (or lost with the connection).
+        drop(std::mem::take(&mut self.delivering));
         self.last_out = Instant::now();
         // The buffer is not kept: an idle connection holds no write memory, and one
         // allocation per flushed batch is cheap next to the write itself.
@@ -422,7 +429,10 @@ impl Conn {
     }
 
     /// Serializes one outbound item. True when the connection must close.
-    fn push_outbound(&mut self, item: ToClient) -> bool {
+    fn push_outbound(&mut self, item: ToClient, span: Span) -> bool {
+        if !span.is_disabled() {
+            self.delivering.push(span);
+        }
         match item {
             ToClient::Stanza(el) => {
                 if let Some(sm) = &mut self.sm
@@ -451,8 +461,8 @@ impl Conn {
         let mut close = false;
         while let Some(rx) = self.rx.as_mut() {
             match rx.try_recv() {
-                Some(item) => {
-                    if self.push_outbound(item) {
+                Some((item, span)) => {
+                    if self.push_outbound(item, span) {
                         close = true;
                         break;
                     }
@@ -1092,7 +1102,19 @@ impl Conn {
             sm.received = sm.received.wrapping_add(1);
         }
         el.set_attr("from", full.as_str());
-        match self.ctx.sessions.stanza(&full, token, el).await {
+        let span = tracing::info_span!(
+            target: session::TRACE_TARGET,
+            "edge.stanza",
+            "stanza.kind" = el.name(),
+            "stanza.type" = el.get_attr("type"),
+        );
+        match self
+            .ctx
+            .sessions
+            .stanza(&full, token, el)
+            .instrument(span)
+            .await
+        {
             Ok(()) => Flow::Continue,
             Err(session::SessionError::NoSession) => {
                 self.bound = None;

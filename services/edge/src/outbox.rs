@@ -4,18 +4,24 @@
 //! This queue allocates only while stanzas wait and gives the memory back once drained, so an
 //! idle connection pays for two small structs. `send` never blocks: past the capacity it
 //! reports `Full`, and once the connection is gone it reports `Closed`.
+//!
+//! Each queued stanza carries its `edge.deliver` span, opened when the session hands it over
+//! (in the trace context current then: the session's span in-process, the session node's
+//! context that the gRPC client made current in a cluster) and ended by the connection once
+//! the stanza is written. Without a tracing exporter the span is disabled and costs nothing.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use session::{ClientSink, SinkError, ToClient};
 use tokio::sync::Notify;
+use tracing::Span;
 
 /// A drained queue keeps at most this many slots of capacity.
 const KEEP_SLOTS: usize = 4;
 
 struct State {
-    queue: VecDeque<ToClient>,
+    queue: VecDeque<(ToClient, Span)>,
     /// The connection (receiver) is gone.
     receiver_gone: bool,
     /// The session dropped its sink: nothing more will come.
@@ -58,10 +64,26 @@ impl ClientSink for OutboxSink {
         if st.queue.len() >= self.0.capacity {
             return Err(SinkError::Full);
         }
-        st.queue.push_back(item);
+        let span = deliver_span(&item);
+        st.queue.push_back((item, span));
         drop(st);
         self.0.notify.notify_one();
         Ok(())
+    }
+}
+
+/// The `edge.deliver` span of a client stanza (none for `<enabled/>` and closes).
+fn deliver_span(item: &ToClient) -> Span {
+    match item {
+        ToClient::Stanza(el) if crate::metrics::StanzaKind::of(el).is_some() => {
+            tracing::info_span!(
+                target: session::TRACE_TARGET,
+                "edge.deliver",
+                "stanza.kind" = el.name(),
+                "stanza.type" = el.get_attr("type"),
+            )
+        }
+        _ => Span::none(),
     }
 }
 
@@ -75,8 +97,8 @@ impl Drop for OutboxSink {
 }
 
 impl OutboxReceiver {
-    /// The next item without waiting.
-    pub(crate) fn try_recv(&self) -> Option<ToClient> {
+    /// The next item, with its span, without waiting.
+    pub(crate) fn try_recv(&self) -> Option<(ToClient, Span)> {
         let mut st = self.0.state.lock().ok()?;
         let item = st.queue.pop_front();
         if st.queue.is_empty() && st.queue.capacity() > KEEP_SLOTS {
@@ -87,7 +109,7 @@ impl OutboxReceiver {
 
     /// The next item; `None` once the session dropped its sink and the queue is empty.
     /// Cancel-safe: an item is only taken out when it is returned.
-    pub(crate) async fn recv(&mut self) -> Option<ToClient> {
+    pub(crate) async fn recv(&mut self) -> Option<(ToClient, Span)> {
         loop {
             let notified = self.0.notify.notified();
             {
@@ -130,17 +152,17 @@ mod tests {
         }
         assert_eq!(sink.send(stanza(9)), Err(SinkError::Full));
         for n in 0..3 {
-            assert_eq!(rx.recv().await, Some(stanza(n)));
+            assert_eq!(rx.recv().await.map(|(i, _)| i), Some(stanza(n)));
         }
-        assert_eq!(rx.try_recv(), None);
+        assert!(rx.try_recv().is_none());
         sink.send(ToClient::Close(StreamErrorCondition::Conflict))
             .ok();
         drop(sink);
         assert_eq!(
-            rx.recv().await,
+            rx.recv().await.map(|(i, _)| i),
             Some(ToClient::Close(StreamErrorCondition::Conflict))
         );
-        assert_eq!(rx.recv().await, None, "sender gone and queue empty");
+        assert!(rx.recv().await.is_none(), "sender gone and queue empty");
 
         let (sink, rx) = outbox(3);
         drop(rx);
@@ -151,7 +173,7 @@ mod tests {
     async fn wakes_a_waiting_receiver_and_releases_memory() {
         let (sink, mut rx) = outbox(1000);
         let waiter = tokio::spawn(async move {
-            let first = rx.recv().await;
+            let first = rx.recv().await.map(|(i, _)| i);
             let mut n = 1;
             while rx.try_recv().is_some() {
                 n += 1;

@@ -623,7 +623,28 @@ mod tests {
         assert!(err.contains("all, edge, session, router"), "{err}");
         let mut c = Config::default();
         c.server.roles = vec!["edge,session".into()];
-        assert_eq!(c.validate().unwrap().roles, [Role::Edge, Role::Session]);
+        // A session node listening on every address must say where others reach it.
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("cluster.advertise"), "{err}");
+        c.cluster.advertise = Some("10.0.0.5:7400".into());
+        c.cluster.node_id = Some("node-1".into());
+        let v = c.validate().unwrap();
+        assert_eq!(v.roles, [Role::Edge, Role::Session]);
+        assert_eq!(v.cluster.unwrap().advertise, "10.0.0.5:7400");
+        c.server.roles = vec!["session,router".into()];
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("separate processes")
+        );
+        c.server.roles = vec!["all,edge".into()];
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("cannot be combined")
+        );
     }
 
     #[test]

@@ -226,9 +226,16 @@ fn run_serve(args: ServeArgs) -> Result<(), CliError> {
     rt.block_on(async {
         // The OTLP exporters need the runtime, so telemetry starts inside it.
         let t = &cfg.telemetry;
-        let telemetry =
-            telemetry::init(&cfg.log.level, t.otlp_endpoint.as_deref(), &t.service_name)
-                .map_err(|e| CliError::Usage(e.to_string()))?;
+        let identity = telemetry::Identity {
+            service_name: t.service_name.clone(),
+            roles: validated.roles.iter().map(ToString::to_string).collect(),
+            node_id: validated
+                .cluster
+                .as_ref()
+                .map(|c| c.node_id.as_str().to_owned()),
+        };
+        let telemetry = telemetry::init(&cfg.log.level, t.otlp_endpoint.as_deref(), &identity)
+            .map_err(|e| CliError::Usage(e.to_string()))?;
         let telemetry = std::sync::Arc::new(telemetry);
         let result = serve::serve(cfg, validated, telemetry.clone()).await;
         if let Ok(t) = std::sync::Arc::try_unwrap(telemetry) {

@@ -25,6 +25,7 @@ use session::{
 };
 use storage::{AccountStore, Credentials, StorageError};
 use tokio::sync::watch;
+use tracing::Instrument;
 use xmpp::{BareJid, Element, FullJid, Jid};
 
 /// How many nodes a stanza is offered to before it is bounced (the owner, then the nodes that
@@ -108,6 +109,11 @@ impl View {
 
     fn routers(&self) -> Arc<Placement> {
         Arc::clone(&self.routers.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Whether any session node is known.
+    pub fn has_sessions(&self) -> bool {
+        !self.sessions().is_empty()
     }
 
     pub fn changes(&self) -> watch::Receiver<u64> {
@@ -251,9 +257,32 @@ impl PeerRouter {
     }
 }
 
+impl PeerMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            PeerMode::ViaRouter => "via_router",
+            PeerMode::Direct => "direct",
+        }
+    }
+}
+
 #[async_trait]
 impl Router for PeerRouter {
     async fn route(&self, st: Element) -> Result<(), RouteError> {
+        // One span per stanza leaving this node; the gRPC client carries it to the next hop.
+        let span = tracing::info_span!(
+            target: session::TRACE_TARGET,
+            "router.relay",
+            "stanza.kind" = st.name(),
+            "stanza.type" = st.get_attr("type"),
+            mode = self.mode.as_str(),
+        );
+        self.route_to_owner(st).instrument(span).await
+    }
+}
+
+impl PeerRouter {
+    async fn route_to_owner(&self, st: Element) -> Result<(), RouteError> {
         let Some(to) = st.get_attr("to").and_then(|t| t.parse::<Jid>().ok()) else {
             return Err(RouteError::NoRoute(String::new()));
         };
@@ -408,9 +437,21 @@ impl SessionService for ClusterSessions {
         jid: FullJid,
         sink: Arc<dyn ClientSink>,
     ) -> Result<SessionToken, SessionError> {
-        let client = self.client_for(&jid.bare()).await?;
-        let remote = client.open(jid, sink).await?;
-        Ok(self.register(client, remote))
+        let bare = jid.bare();
+        let mut changes = self.view.changes();
+        let client = self.client_for(&bare).await?;
+        match client.open(jid.clone(), Arc::clone(&sink)).await {
+            Ok(remote) => Ok(self.register(client, remote)),
+            Err(SessionError::Unavailable(why)) if why == session::NOT_OWNER => {
+                // The node knows of a membership change this edge has not seen yet: wait for
+                // it (a heartbeat or two), then ask the new owner.
+                let _ = tokio::time::timeout(self.config.answer_timeout, changes.changed()).await;
+                let client = self.client_for(&bare).await?;
+                let remote = client.open(jid, sink).await?;
+                Ok(self.register(client, remote))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn stanza(
@@ -596,9 +637,11 @@ pub async fn run_session_node(
             Ok(swept) => {
                 for s in swept {
                     tracing::info!(jid = %s.jid, node = %s.entry.session_node, "session of a dead node swept");
-                    if s.entry.available {
-                        svc.announce_gone(&s.jid).await;
-                    }
+                    // Also for entries recorded as unavailable: the directory is written once
+                    // per heartbeat, so a node that died just after a resource's initial
+                    // presence may not have recorded it. A contact that never saw the resource
+                    // online ignores the extra unavailable presence.
+                    svc.announce_gone(&s.jid).await;
                 }
             }
             Err(e) => tracing::debug!(error = %e, "directory sweep failed"),

@@ -153,6 +153,7 @@ async fn standalone(
     let router: Arc<dyn router::Router> = Arc::new(router::LocalRouter);
     let sessions =
         session::LocalSessionService::new(session_config(&cfg, &v), store.clone(), router);
+    crate::telemetry::observe_session(&sessions);
     let ctx = EdgeContext::new(
         cfg.edge_config(),
         v.domains.clone(),
@@ -302,6 +303,7 @@ async fn clustered(
             Some(Arc::new(PlacementLocality(view.clone()))),
         );
         peer.set_local(&svc);
+        crate::telemetry::observe_session(&svc);
         let server = proto::SessionGrpcServer::new(svc.clone(), store.accounts.clone());
         let delivery = proto::RouterGrpcServer::new(Arc::new(PeerDelivery(svc.clone())));
         routes = Some(delivery.add_to(server.routes()));
@@ -359,7 +361,24 @@ async fn clustered(
         edge_ctx = Some(ctx);
     }
     let ops = spawn_ops(&v, telemetry, &stop_rx, &mut tasks).await?;
-    ops.set_ready(true);
+    if has(Role::Edge) {
+        // An edge is ready once it knows a session node to send logins to.
+        let ops = ops.clone();
+        let view = view.clone();
+        let mut changes = view.changes();
+        let mut stop = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                ops.set_ready(view.has_sessions());
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return,
+                    r = changes.changed() => if r.is_err() { return },
+                }
+            }
+        }));
+    } else {
+        ops.set_ready(true);
+    }
     println!("relais: ready");
     let roles: Vec<String> = v.roles.iter().map(ToString::to_string).collect();
     tracing::info!(node = %c.node_id, roles = %roles.join(","), advertise = %advertise, "relais is running (cluster)");

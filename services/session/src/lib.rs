@@ -9,10 +9,11 @@
 //! [`SessionService`] trait; the session delivers back to the edge only through the
 //! [`ClientSink`] it was given. In a cluster both cross gRPC; here they are in-process.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
+use tracing::Instrument;
 use xmpp::{BareJid, Element, FullJid, StreamErrorCondition};
 
 mod build;
@@ -28,7 +29,25 @@ mod state;
 mod subscription;
 
 pub use node::LiveResource;
+pub use route::NOT_OWNER;
 pub use sm::{NS_SM, resume_id_owner};
+
+/// The `tracing` target of the per-stanza spans every role opens (`edge.stanza`,
+/// `session.route`, `router.relay`, ...). The binary sends this target to the OpenTelemetry
+/// exporter only, and only when one is configured: without it these spans are disabled at
+/// their call site and cost next to nothing.
+pub const TRACE_TARGET: &str = "relais_trace";
+
+/// The span of one stanza's routing on a session node (`origin`: `client` or `peer`).
+pub(crate) fn route_span(st: &Element, origin: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        target: TRACE_TARGET,
+        "session.route",
+        "stanza.kind" = st.name(),
+        "stanza.type" = st.get_attr("type"),
+        origin,
+    )
+}
 
 /// What the session sends to one client connection.
 #[derive(Clone, Debug, PartialEq)]
@@ -271,6 +290,8 @@ pub struct LocalSessionService {
     users: state::Users,
     next_token: AtomicU64,
     next_id: AtomicU64,
+    /// Unacknowledged XEP-0198 stanzas over all sessions (see [`Self::sm_unacked`]).
+    sm_unacked: Arc<AtomicU64>,
 }
 
 impl LocalSessionService {
@@ -309,12 +330,19 @@ impl LocalSessionService {
             users: state::Users::new(),
             next_token: AtomicU64::new(1),
             next_id: AtomicU64::new(1),
+            sm_unacked: Arc::default(),
         })
     }
 
     /// How many users currently have live state (bound resources, or a stanza in flight).
     pub fn live_users(&self) -> usize {
         self.users.len()
+    }
+
+    /// How many delivered stanzas wait for a XEP-0198 acknowledgement, over all sessions
+    /// (detached ones included). A counter kept in step with the queues, cheap to read.
+    pub fn sm_unacked(&self) -> u64 {
+        self.sm_unacked.load(Ordering::Relaxed)
     }
 }
 
@@ -333,7 +361,10 @@ impl SessionService for LocalSessionService {
         token: SessionToken,
         stanza: Element,
     ) -> Result<(), SessionError> {
-        self.client_stanza(jid, token, stanza).await
+        let span = route_span(&stanza, "client");
+        self.client_stanza(jid, token, stanza)
+            .instrument(span)
+            .await
     }
     async fn close(&self, jid: &FullJid, token: SessionToken) {
         self.close_session(jid, token).await

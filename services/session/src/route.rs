@@ -27,6 +27,9 @@ pub(crate) type Queue = VecDeque<Element>;
 /// roster of N contacts queues about 2N stanzas).
 const MAX_ROUTED: usize = 200_000;
 
+/// The `Unavailable` reason `open` gives for an account another session node owns.
+pub const NOT_OWNER: &str = "account owned by another session node";
+
 impl LocalSessionService {
     pub(crate) fn is_hosted(&self, domain: &str) -> bool {
         self.domains.iter().any(|d| d == domain)
@@ -37,8 +40,13 @@ impl LocalSessionService {
         jid: FullJid,
         sink: Arc<dyn ClientSink>,
     ) -> Result<SessionToken, SessionError> {
-        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         let bare = jid.bare();
+        if !self.owns(&bare) {
+            // The edge's view of the cluster is behind this node's: it retries once it
+            // catches up, instead of binding a session this node would evict.
+            return Err(SessionError::Unavailable(NOT_OWNER.to_owned()));
+        }
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         let mut q = Queue::new();
         let mut user = self.users.lock(&bare).await;
         let mut res = Resource::new(jid.clone(), token, sink);
@@ -183,9 +191,15 @@ impl LocalSessionService {
     /// handled here whatever this node's view of the cluster says, so a stanza never bounces
     /// between nodes that briefly disagree about membership.
     pub async fn deliver_from_peer(&self, st: Element) -> Result<(), SessionError> {
-        let mut q = Queue::new();
-        self.route_here(st, &mut q, true).await?;
-        self.process(q).await.map_err(SessionError::from)
+        use tracing::Instrument;
+        let span = crate::route_span(&st, "peer");
+        async {
+            let mut q = Queue::new();
+            self.route_here(st, &mut q, true).await?;
+            self.process(q).await.map_err(SessionError::from)
+        }
+        .instrument(span)
+        .await
     }
 
     /// Sends a stanza (`from` trusted) to its `to`: a local user, this server, or the router.

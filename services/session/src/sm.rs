@@ -38,6 +38,7 @@
 //!   only accepted from the account the id names.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -113,6 +114,16 @@ struct SmState {
     closing: bool,
     /// Ended (`finish`): refuses every delivery.
     finished: bool,
+    /// The service's count of unacknowledged stanzas over all sessions (a metric), kept in
+    /// step with `unacked`.
+    total: Arc<AtomicU64>,
+}
+
+impl Drop for SmState {
+    fn drop(&mut self) {
+        self.total
+            .fetch_sub(self.unacked.len() as u64, Ordering::Relaxed);
+    }
 }
 
 /// Why a resume could not go through.
@@ -132,6 +143,10 @@ impl SmSink {
         limits: SmLimits,
         svc: Weak<LocalSessionService>,
     ) -> Self {
+        let total = svc
+            .upgrade()
+            .map(|s| Arc::clone(&s.sm_unacked))
+            .unwrap_or_default();
         SmSink {
             jid,
             limits,
@@ -147,6 +162,7 @@ impl SmSink {
                 bytes: 0,
                 closing: false,
                 finished: false,
+                total,
             }),
         }
     }
@@ -237,6 +253,8 @@ impl SmSink {
         st.finished = true;
         st.conn = None;
         st.bytes = 0;
+        st.total
+            .fetch_sub(st.unacked.len() as u64, Ordering::Relaxed);
         st.unacked.drain(..).map(|(e, _)| e).collect()
     }
 
@@ -268,6 +286,7 @@ impl SmState {
         for _ in 0..n {
             if let Some((_, size)) = self.unacked.pop_front() {
                 self.bytes = self.bytes.saturating_sub(size);
+                self.total.fetch_sub(1, Ordering::Relaxed);
             }
         }
     }
@@ -311,6 +330,7 @@ impl ClientSink for SmSink {
                 st.sent = st.sent.wrapping_add(1);
                 st.bytes = st.bytes.saturating_add(size);
                 st.unacked.push_back((el, size));
+                st.total.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
             ToClient::Close(cond) => match &st.conn {
@@ -658,6 +678,30 @@ mod tests {
         assert!(sm.lock().unacked.is_empty());
         sm.received();
         assert_eq!(sm.lock().received, 0);
+    }
+
+    #[test]
+    fn the_unacked_total_follows_sends_acks_finish_and_drop() {
+        let limits = SmLimits {
+            max_unacked: 10,
+            max_bytes: 1 << 20,
+        };
+        let (sm, _) = sink(limits);
+        let total = Arc::clone(&sm.lock().total);
+        let (other, _) = sink(limits);
+        // Both sinks count into one total, as the sessions of one service do.
+        other.lock().total = Arc::clone(&total);
+        for n in 0..3 {
+            sm.send(stanza(n)).unwrap_or_else(|e| panic!("{e}"));
+        }
+        other.send(stanza(9)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(total.load(Ordering::Relaxed), 4);
+        sm.ack(2).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(total.load(Ordering::Relaxed), 2);
+        assert_eq!(sm.finish().len(), 1);
+        assert_eq!(total.load(Ordering::Relaxed), 1);
+        drop(other);
+        assert_eq!(total.load(Ordering::Relaxed), 0);
     }
 
     #[test]
