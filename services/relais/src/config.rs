@@ -72,6 +72,131 @@ pub struct Config {
     pub log: LogSection,
     pub telemetry: TelemetrySection,
     pub cluster: ClusterSection,
+    pub storage: StorageSection,
+}
+
+/// Where durable data lives.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// SQLite in `server.data_dir` (standalone; one process).
+    #[default]
+    Embedded,
+    /// ScyllaDB (or Cassandra): every session node shares it.
+    Scylla,
+}
+
+/// The `[storage]` section. The ScyllaDB keys matter only with `backend = "scylla"`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSection {
+    pub backend: StorageBackend,
+    /// Contact points, `host:port` (port 9042 when omitted).
+    pub hosts: Vec<String>,
+    pub keyspace: String,
+    /// SimpleStrategy replication factor, used when `datacenters` is empty.
+    pub replication_factor: u32,
+    /// NetworkTopologyStrategy: replicas per datacenter.
+    pub datacenters: std::collections::BTreeMap<String, u32>,
+    /// `local_quorum` (default), `quorum`, `local_one`, `one`, `each_quorum` or `all`.
+    pub consistency: String,
+    /// Lightweight transactions: `serial` (default) or `local_serial`.
+    pub serial_consistency: String,
+    /// The datacenter to prefer (token-aware routing stays on).
+    pub local_datacenter: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Days per archive partition bucket (fixed when the keyspace is created).
+    pub archive_bucket_days: u32,
+    /// Create the keyspace with tablets off (ScyllaDB; set false for Cassandra).
+    pub disable_tablets: bool,
+    pub request_timeout_ms: u64,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        StorageSection {
+            backend: StorageBackend::Embedded,
+            hosts: vec!["127.0.0.1:9042".to_owned()],
+            keyspace: "relais".to_owned(),
+            replication_factor: 3,
+            datacenters: std::collections::BTreeMap::new(),
+            consistency: "local_quorum".to_owned(),
+            serial_consistency: "serial".to_owned(),
+            local_datacenter: None,
+            username: None,
+            password: None,
+            archive_bucket_days: 30,
+            disable_tablets: true,
+            request_timeout_ms: 12_000,
+        }
+    }
+}
+
+impl StorageSection {
+    /// The ScyllaDB settings, with the archive and offline TTLs from the session retention.
+    pub fn scylla(
+        &self,
+        session: &SessionSection,
+    ) -> Result<storage::scylla::ScyllaConfig, ConfigError> {
+        use storage::scylla::{ConsistencyLevel, Replication, ScyllaConfig, SerialLevel};
+        let bad = |m: String| ConfigError::Invalid(m);
+        let consistency = match self.consistency.as_str() {
+            "one" => ConsistencyLevel::One,
+            "local_one" => ConsistencyLevel::LocalOne,
+            "quorum" => ConsistencyLevel::Quorum,
+            "local_quorum" => ConsistencyLevel::LocalQuorum,
+            "each_quorum" => ConsistencyLevel::EachQuorum,
+            "all" => ConsistencyLevel::All,
+            other => {
+                return Err(bad(format!(
+                    "storage.consistency: `{other}` is not one of one, local_one, quorum, local_quorum, each_quorum, all"
+                )));
+            }
+        };
+        let serial_consistency = match self.serial_consistency.as_str() {
+            "serial" => SerialLevel::Serial,
+            "local_serial" => SerialLevel::LocalSerial,
+            other => {
+                return Err(bad(format!(
+                    "storage.serial_consistency: `{other}` is not serial or local_serial"
+                )));
+            }
+        };
+        let replication = if self.datacenters.is_empty() {
+            Replication::Simple {
+                replication_factor: self.replication_factor,
+            }
+        } else {
+            Replication::NetworkTopology {
+                datacenters: self.datacenters.clone(),
+            }
+        };
+        let mut hosts = Vec::new();
+        for h in &self.hosts {
+            hosts.extend(
+                ScyllaConfig::hosts_from_uri(h).map_err(|e| bad(format!("storage.hosts: {e}")))?,
+            );
+        }
+        let days = |d: Option<u32>| d.map(|d| d.saturating_mul(86_400));
+        let cfg = ScyllaConfig {
+            hosts,
+            keyspace: self.keyspace.clone(),
+            replication,
+            consistency,
+            serial_consistency,
+            local_datacenter: self.local_datacenter.clone(),
+            username: self.username.clone(),
+            password: self.password.clone(),
+            archive_bucket_days: self.archive_bucket_days,
+            archive_ttl_secs: days(session.archive_retention_days),
+            offline_ttl_secs: days(session.offline_retention_days),
+            disable_tablets: self.disable_tablets,
+            request_timeout_ms: self.request_timeout_ms,
+        };
+        cfg.validate().map_err(|e| bad(format!("storage: {e}")))?;
+        Ok(cfg)
+    }
 }
 
 /// Where members come from, in a cluster.
@@ -295,6 +420,10 @@ pub struct SessionSection {
     /// XEP-0198: seconds a session whose connection was lost waits for `<resume/>`
     /// (0 turns resumption off).
     pub sm_resume_secs: u32,
+    /// XEP-0313: days archived messages are kept (unset: forever).
+    pub archive_retention_days: Option<u32>,
+    /// XEP-0160: days offline messages are kept (unset: until delivered).
+    pub offline_retention_days: Option<u32>,
 }
 
 impl Default for SessionSection {
@@ -305,6 +434,8 @@ impl Default for SessionSection {
             version_enabled: s.version_enabled,
             max_resources: s.max_resources,
             sm_resume_secs: s.sm_resume_secs,
+            archive_retention_days: s.archive_retention_days,
+            offline_retention_days: s.offline_retention_days,
         }
     }
 }
@@ -422,6 +553,14 @@ impl Config {
         }
         if (l.read_burst_bytes as usize) < l.max_stanza_bytes {
             return bad("limits.read_burst_bytes must be at least limits.max_stanza_bytes".into());
+        }
+        if self.storage.backend == StorageBackend::Scylla {
+            self.storage.scylla(&self.session)?;
+        }
+        if self.session.archive_retention_days == Some(0)
+            || self.session.offline_retention_days == Some(0)
+        {
+            return bad("session.archive_retention_days and offline_retention_days must be at least 1 (leave them unset to keep forever)".into());
         }
         if self.session.offline_quota == 0 || self.session.max_resources == 0 {
             return bad("session.offline_quota and session.max_resources must be positive".into());

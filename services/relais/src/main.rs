@@ -13,6 +13,7 @@ mod config;
 mod http;
 mod nodes;
 mod serve;
+mod store;
 mod telemetry;
 
 use config::{Config, ConfigError};
@@ -29,15 +30,27 @@ enum Command {
     /// Run the server. With no config it runs standalone for `localhost`, every role in one
     /// process, with its data in ./relais-data.
     Serve(ServeArgs),
-    /// Manage accounts in the embedded database.
+    /// Manage accounts in the configured storage.
     #[command(subcommand)]
     User(UserCommand),
+    /// Storage maintenance.
+    #[command(subcommand)]
+    Storage(StorageCommand),
     /// Validate a config file and exit.
     CheckConfig {
         #[command(flatten)]
         common: Common,
         #[command(flatten)]
         node: NodeArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum StorageCommand {
+    /// Apply the schema migrations of this build (idempotent; `serve` does it at start too).
+    Migrate {
+        #[command(flatten)]
+        common: Common,
     },
 }
 
@@ -161,6 +174,15 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => run_serve(args),
         Command::User(cmd) => run_user(cmd),
+        Command::Storage(StorageCommand::Migrate { common }) => load(&common).and_then(|c| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| CliError::Usage(format!("cannot start the runtime: {e}")))?;
+            let msg = rt.block_on(store::migrate(&c))?;
+            println!("{msg}");
+            Ok(())
+        }),
         Command::CheckConfig { common, node } => load(&common).and_then(|mut c| {
             node.apply(&mut c);
             let v = c.validate()?;
@@ -245,14 +267,8 @@ fn run_serve(args: ServeArgs) -> Result<(), CliError> {
     })
 }
 
-fn open_storage(cfg: &Config) -> Result<storage::Storage, CliError> {
-    std::fs::create_dir_all(&cfg.server.data_dir).map_err(|e| {
-        CliError::Usage(format!(
-            "cannot create data dir {}: {e}",
-            cfg.server.data_dir.display()
-        ))
-    })?;
-    Ok(storage::sqlite::open(&db_path(&cfg.server.data_dir))?)
+async fn open_storage(cfg: &Config) -> Result<storage::Storage, CliError> {
+    Ok(store::open(cfg).await?)
 }
 
 pub(crate) fn db_path(data_dir: &Path) -> PathBuf {
@@ -322,7 +338,7 @@ fn run_user(cmd: UserCommand) -> Result<(), CliError> {
                 password_stdin,
                 common,
             } => {
-                let (store, jid) = account_op(&common, &jid)?;
+                let (store, jid) = account_op(&common, &jid).await?;
                 let creds = credentials(&read_password(password_stdin)?)?;
                 let r = store.accounts.create_account(&jid, &creds).await;
                 r.map_err(|e| friendly(e, &jid))?;
@@ -333,21 +349,21 @@ fn run_user(cmd: UserCommand) -> Result<(), CliError> {
                 password_stdin,
                 common,
             } => {
-                let (store, jid) = account_op(&common, &jid)?;
+                let (store, jid) = account_op(&common, &jid).await?;
                 let creds = credentials(&read_password(password_stdin)?)?;
                 let r = store.accounts.set_credentials(&jid, &creds).await;
                 r.map_err(|e| friendly(e, &jid))?;
                 println!("password changed for {jid}");
             }
             UserCommand::Remove { jid, common } => {
-                let (store, jid) = account_op(&common, &jid)?;
+                let (store, jid) = account_op(&common, &jid).await?;
                 let r = store.accounts.delete_account(&jid).await;
                 r.map_err(|e| friendly(e, &jid))?;
                 println!("removed {jid}");
             }
             UserCommand::List { domain, common } => {
                 let cfg = load(&common)?;
-                let store = open_storage(&cfg)?;
+                let store = open_storage(&cfg).await?;
                 let domains = match domain {
                     Some(d) => vec![d],
                     None => cfg.server.domains.clone(),
@@ -360,7 +376,7 @@ fn run_user(cmd: UserCommand) -> Result<(), CliError> {
             }
             UserCommand::Import { common } => {
                 let cfg = load(&common)?;
-                let store = open_storage(&cfg)?;
+                let store = open_storage(&cfg).await?;
                 let mut input = String::new();
                 std::io::stdin()
                     .read_to_string(&mut input)
@@ -388,10 +404,10 @@ fn run_user(cmd: UserCommand) -> Result<(), CliError> {
 }
 
 /// Loads the config and storage for a command on one account.
-fn account_op(common: &Common, jid: &str) -> Result<(storage::Storage, BareJid), CliError> {
+async fn account_op(common: &Common, jid: &str) -> Result<(storage::Storage, BareJid), CliError> {
     let cfg = load(common)?;
     let jid = parse_account(jid)?;
-    Ok((open_storage(&cfg)?, jid))
+    Ok((open_storage(&cfg).await?, jid))
 }
 
 /// Storage errors a person can act on, in words.

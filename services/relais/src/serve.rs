@@ -79,8 +79,42 @@ fn session_config(cfg: &Config, v: &Validated) -> session::SessionConfig {
         version_enabled: cfg.session.version_enabled,
         max_resources: cfg.session.max_resources,
         sm_resume_secs: cfg.session.sm_resume_secs,
+        archive_retention_days: cfg.session.archive_retention_days,
+        offline_retention_days: cfg.session.offline_retention_days,
         ..session::SessionConfig::default()
     }
+}
+
+/// Retention: every hour (and once at start), deletes archived and offline messages older
+/// than their configured age. On ScyllaDB the rows also carry a TTL; the sweep catches rows
+/// written before a retention was set.
+fn spawn_retention(
+    svc: Arc<session::LocalSessionService>,
+    stop: &watch::Receiver<bool>,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) {
+    let mut stop = stop.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                _ = tick.tick() => {}
+            }
+            let now = std::time::SystemTime::now();
+            match svc.expire_archive(now).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, "archive retention"),
+                Err(e) => tracing::warn!(error = %e, "archive retention failed"),
+            }
+            match svc.expire_offline(now).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, "offline retention"),
+                Err(e) => tracing::warn!(error = %e, "offline retention failed"),
+            }
+        }
+    }));
 }
 
 fn until(stop: &watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
@@ -149,7 +183,7 @@ async fn standalone(
     telemetry: Arc<Telemetry>,
 ) -> Result<(), ServeError> {
     let tls = tls_configs(&cfg, &v)?;
-    let store = storage::sqlite::open(&crate::db_path(&cfg.server.data_dir))?;
+    let store = crate::store::open(&cfg).await?;
     let router: Arc<dyn router::Router> = Arc::new(router::LocalRouter);
     let sessions =
         session::LocalSessionService::new(session_config(&cfg, &v), store.clone(), router);
@@ -164,6 +198,7 @@ async fn standalone(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
+    spawn_retention(sessions.clone(), &stop_rx, &mut tasks);
     spawn_client_listeners(&v, &ctx, &stop_rx, &mut tasks).await?;
     let ops = spawn_ops(&v, telemetry, &stop_rx, &mut tasks).await?;
     ops.set_ready(true);
@@ -290,7 +325,7 @@ async fn clustered(
     let mut session_node = None;
     let mut routes: Option<proto::Routes> = None;
     if has(Role::Session) {
-        let store = storage::sqlite::open(&crate::db_path(&cfg.server.data_dir))?;
+        let store = crate::store::open(&cfg).await?;
         let mode = match cfg.cluster.peer_routing {
             PeerRouting::Router => PeerMode::ViaRouter,
             PeerRouting::Direct => PeerMode::Direct,
@@ -304,6 +339,7 @@ async fn clustered(
         );
         peer.set_local(&svc);
         crate::telemetry::observe_session(&svc);
+        spawn_retention(svc.clone(), &stop_rx, &mut tasks);
         let server = proto::SessionGrpcServer::new(svc.clone(), store.accounts.clone());
         let delivery = proto::RouterGrpcServer::new(Arc::new(PeerDelivery(svc.clone())));
         routes = Some(delivery.add_to(server.routes()));
