@@ -134,12 +134,13 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child
+        // relais may exit before reading (an argument it refuses): a broken pipe is its answer,
+        // not a harness failure.
+        let _ = child
             .stdin
             .take()
             .unwrap()
-            .write_all(format!("{stdin}\n").as_bytes())
-            .unwrap();
+            .write_all(format!("{stdin}\n").as_bytes());
         child.wait_with_output().unwrap()
     }
 

@@ -43,6 +43,15 @@ async fn subscribe(x: &mut Client, x_bare: &str, y: &mut Client, y_bare: &str) {
         .await;
 }
 
+/// Alice through the first edge and Bob through the second, both with available presence.
+async fn both_online(c: &Cluster) -> (Client, Client) {
+    let mut a = c.login_at(0, "alice", "alice-pw", "a").await;
+    let mut b = c.login_at(1, "bob", "bob-pw", "b").await;
+    a.go_online().await;
+    b.go_online().await;
+    (a, b)
+}
+
 async fn next_message(c: &mut Client) -> Element {
     c.recv_matching(|e| e.name() == "message").await
 }
@@ -116,10 +125,7 @@ async fn edge_crash_stream_managed_client_resumes_through_the_other_edge() {
 #[tokio::test]
 async fn edge_crash_contacts_get_unavailable_and_the_directory_forgets() {
     let mut c = cluster_with(&["alice", "bob"], ClusterOpts::default());
-    let mut a = c.login_at(0, "alice", "alice-pw", "a").await;
-    let mut b = c.login_at(1, "bob", "bob-pw", "b").await;
-    a.go_online().await;
-    b.go_online().await;
+    let (mut a, mut b) = both_online(&c).await;
     subscribe_both(&mut a, "alice@localhost", &mut b, "bob@localhost").await;
     assert!(
         wait_until(Duration::from_secs(10), || directory_resources(
@@ -158,10 +164,7 @@ async fn edge_crash_contacts_get_unavailable_and_the_directory_forgets() {
 #[tokio::test]
 async fn session_node_crash_users_log_in_again_and_nothing_acknowledged_is_lost() {
     let mut c = cluster_with(&["alice", "bob"], ClusterOpts::default());
-    let mut a = c.login_at(0, "alice", "alice-pw", "a").await;
-    let mut b = c.login_at(1, "bob", "bob-pw", "b").await;
-    a.go_online().await;
-    b.go_online().await;
+    let (mut a, mut b) = both_online(&c).await;
     subscribe_both(&mut a, "alice@localhost", &mut b, "bob@localhost").await;
     assert_eq!(c.owner_index("alice"), 0);
 
@@ -202,10 +205,7 @@ async fn session_node_crash_users_log_in_again_and_nothing_acknowledged_is_lost(
 #[tokio::test]
 async fn redis_restart_rebuilds_the_directory_without_restarting_nodes() {
     let mut c = cluster_with(&["alice", "bob"], ClusterOpts::default());
-    let mut a = c.login_at(0, "alice", "alice-pw", "a").await;
-    let mut b = c.login_at(1, "bob", "bob-pw", "b").await;
-    a.go_online().await;
-    b.go_online().await;
+    let (mut a, mut b) = both_online(&c).await;
     assert!(
         wait_until(Duration::from_secs(10), || {
             directory_resources(&c, "alice@localhost") == Some(1)
@@ -288,10 +288,7 @@ async fn a_joining_session_node_takes_its_accounts_and_leaves_the_others_alone()
         c.opts.ttl_ms * 2 + c.opts.heartbeat_ms * 3,
     ))
     .await;
-    let mut a = c.login_at(0, "alice", "alice-pw", "a").await;
-    let mut b = c.login_at(1, "bob", "bob-pw", "b").await;
-    a.go_online().await;
-    b.go_online().await;
+    let (mut a, mut b) = both_online(&c).await;
     a.send(&chat("bob@localhost/b", "one node")).await;
     assert_eq!(
         body(&next_message(&mut b).await).as_deref(),
