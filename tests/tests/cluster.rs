@@ -158,7 +158,15 @@ async fn edge_crash_contacts_get_unavailable_and_the_directory_forgets() {
     );
     // Bob's own session is untouched.
     sync(&mut b).await;
-    assert_eq!(directory_resources(&c, "bob@localhost"), Some(1));
+    assert!(
+        wait_until(Duration::from_secs(5), || directory_resources(
+            &c,
+            "bob@localhost"
+        ) == Some(1))
+        .await,
+        "bob left the directory: {:?}",
+        directory_resources(&c, "bob@localhost")
+    );
 }
 
 #[tokio::test]
