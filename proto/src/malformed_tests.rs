@@ -283,6 +283,7 @@ async fn bad_credentials_and_route_requests_are_answered_with_errors() {
             xml: Bytes::from_static(b"<message"),
             meta: None,
             metadata: Default::default(),
+            seq: 0,
         })
         .await
         .unwrap()

@@ -324,6 +324,8 @@ async fn clustered(
     // Session role: the live state of the accounts placement gives this node.
     let mut session_node = None;
     let mut routes: Option<proto::Routes> = None;
+    // Long-lived gRPC streams this node serves end before its server drains.
+    let mut stream_closers: Vec<Box<dyn FnOnce() + Send>> = Vec::new();
     if has(Role::Session) {
         let store = crate::store::open(&cfg).await?;
         let mode = match cfg.cluster.peer_routing {
@@ -343,6 +345,7 @@ async fn clustered(
         let server = proto::SessionGrpcServer::new(svc.clone(), store.accounts.clone());
         let delivery = proto::RouterGrpcServer::new(Arc::new(PeerDelivery(svc.clone())));
         routes = Some(delivery.add_to(server.routes()));
+        stream_closers.push(Box::new(move || delivery.close_streams()));
         let Some(client) = redis.clone() else {
             return Err(ServeError::Cluster(cluster::ClusterError::Config(
                 "the session role needs redis".into(),
@@ -368,6 +371,7 @@ async fn clustered(
     if has(Role::Router) {
         let relay = proto::RelayGrpcServer::new(RelayToOwner::new(view.clone()));
         routes = Some(relay.routes());
+        stream_closers.push(Box::new(move || relay.close_streams()));
     }
     if let (Some((listener, _)), Some(routes)) = (grpc, routes) {
         let shutdown = until(&stop_rx);
@@ -426,6 +430,9 @@ async fn clustered(
     members.leave().await;
     if let Some((_, server, _, _, _)) = &session_node {
         server.close_streams();
+    }
+    for close in stream_closers {
+        close();
     }
     let _ = stop_tx.send(true);
     // The edge drains its clients (see-other-host or system-shutdown) while the session
