@@ -8,6 +8,7 @@ use std::path::PathBuf;
 const PROTOS: &[&str] = &[
     "proto/relais/session/v1/session.proto",
     "proto/relais/router/v1/router.proto",
+    "proto/relais/admin/v1/admin.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -11,6 +11,8 @@
 //!   [`SessionGrpcServer`] (session node) serves an `Arc<dyn SessionService>`.
 //! - [`GrpcCredentials`] implements `storage::AccountStore` for the edge (reads only).
 //! - [`GrpcRouter`] implements `router::Router`; [`RouterGrpcServer`] serves one.
+//! - [`GrpcAdminClient`] implements `admin::AdminService` (`relais.admin.v1`, bearer
+//!   tokens); [`AdminGrpcServer`] serves an `Arc<dyn AdminService>` behind `admin::Tokens`.
 //! - [`serve`] runs a tonic server for any of the servers' [`Routes`].
 //!
 //! Stanzas travel as serialized XML (`Element::to_bytes_in("")`) plus routing metadata, so
@@ -27,6 +29,7 @@ use tonic::transport::{Channel, Endpoint, Server};
 
 pub use tonic::service::Routes;
 
+mod admin_rpc;
 mod context;
 mod credentials;
 mod error;
@@ -58,9 +61,17 @@ mod pb {
                 tonic::include_proto!("relais.router.v1");
             }
         }
+        pub mod admin {
+            pub mod v1 {
+                tonic::include_proto!("relais.admin.v1");
+            }
+        }
     }
 }
 
+pub use admin_rpc::{
+    AdminGrpcServer, GrpcAdminClient, admin_error_to_status, status_to_admin_error,
+};
 pub use credentials::GrpcCredentials;
 pub use error::{
     ErrorCode, ProtoError, route_error_to_status, session_error_to_status, status_to_route_error,

@@ -56,6 +56,8 @@ pub struct Server {
     pub c2s_tls: SocketAddr,
     /// The operations endpoint, when the config enabled it (`[telemetry] http = ...`).
     pub http: Option<SocketAddr>,
+    /// The admin API, when the config enabled it (`[admin] listen = ...`).
+    pub admin: Option<SocketAddr>,
     pub domain: String,
     pub data_dir: tempfile::TempDir,
     log: std::sync::Arc<Mutex<Vec<String>>>,
@@ -82,6 +84,9 @@ impl Server {
         if extra_toml.contains("http =") {
             wants.push("http");
         }
+        if extra_toml.contains("[admin]") {
+            wants.push("admin");
+        }
         let args: Vec<std::ffi::OsString> = vec![
             "serve".into(),
             "--config".into(),
@@ -98,6 +103,7 @@ impl Server {
             c2s: p.addr("c2s"),
             c2s_tls: p.addr("c2s_tls"),
             http: p.addrs.get("http").copied(),
+            admin: p.addrs.get("admin").copied(),
             child: p.child.take(),
             domain: "localhost".into(),
             data_dir,

@@ -73,6 +73,7 @@ pub struct Config {
     pub telemetry: TelemetrySection,
     pub cluster: ClusterSection,
     pub storage: StorageSection,
+    pub admin: crate::admin::AdminSection,
 }
 
 /// Where durable data lives.
@@ -565,6 +566,7 @@ impl Config {
         if self.session.offline_quota == 0 || self.session.max_resources == 0 {
             return bad("session.offline_quota and session.max_resources must be positive".into());
         }
+        self.admin.validate()?;
         for c in &self.tls.certificates {
             for (what, p) in [("cert", &c.cert), ("key", &c.key)] {
                 if !p.is_file() {

@@ -9,6 +9,8 @@ use clap::{Args, Parser, Subcommand};
 use xmpp::BareJid;
 use xmpp::scram::{self, ScramHash};
 
+mod admin;
+mod admin_cli;
 mod config;
 mod http;
 mod nodes;
@@ -36,6 +38,8 @@ enum Command {
     /// Storage maintenance.
     #[command(subcommand)]
     Storage(StorageCommand),
+    /// Manage a running server through its admin API (see `[admin]` in the config).
+    Admin(admin_cli::AdminArgs),
     /// Validate a config file and exit.
     CheckConfig {
         #[command(flatten)]
@@ -174,6 +178,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => run_serve(args),
         Command::User(cmd) => run_user(cmd),
+        Command::Admin(args) => return admin_cli::run(args),
         Command::Storage(StorageCommand::Migrate { common }) => load(&common).and_then(|c| {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

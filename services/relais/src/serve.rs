@@ -32,6 +32,8 @@ pub enum ServeError {
     Tls(#[from] edge::TlsError),
     #[error("storage: {0}")]
     Storage(#[from] storage::StorageError),
+    #[error("admin: {0}")]
+    Admin(#[from] crate::admin::AdminListenError),
     #[error("cannot create {path}: {source}")]
     DataDir {
         path: String,
@@ -201,6 +203,16 @@ async fn standalone(
     spawn_retention(sessions.clone(), &stop_rx, &mut tasks);
     spawn_client_listeners(&v, &ctx, &stop_rx, &mut tasks).await?;
     let ops = spawn_ops(&v, telemetry, &stop_rx, &mut tasks).await?;
+    crate::admin::spawn(
+        &cfg,
+        &v,
+        store.clone(),
+        sessions.clone(),
+        "standalone",
+        &stop_rx,
+        &mut tasks,
+    )
+    .await?;
     ops.set_ready(true);
     println!("relais: ready");
     tracing::info!(domains = %v.domains.join(","), "relais is running (standalone)");
@@ -342,6 +354,17 @@ async fn clustered(
         peer.set_local(&svc);
         crate::telemetry::observe_session(&svc);
         spawn_retention(svc.clone(), &stop_rx, &mut tasks);
+        // Lists and kicks this node's sessions only (see ARCHITECTURE.md, "Operate").
+        crate::admin::spawn(
+            &cfg,
+            &v,
+            store.clone(),
+            svc.clone(),
+            c.node_id.as_str(),
+            &stop_rx,
+            &mut tasks,
+        )
+        .await?;
         let server = proto::SessionGrpcServer::new(svc.clone(), store.accounts.clone());
         let delivery = proto::RouterGrpcServer::new(Arc::new(PeerDelivery(svc.clone())));
         routes = Some(delivery.add_to(server.routes()));

@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use tracing::Instrument;
 use xmpp::{BareJid, Element, FullJid, StreamErrorCondition};
 
+pub mod admin;
 mod build;
 mod clock;
 mod iq;

@@ -48,6 +48,8 @@ pub(crate) struct Resource {
     /// Replaced a session that was available: contacts still see that presence, so an
     /// unavailable is owed even if this resource never sends presence itself.
     pub stale_presence: bool,
+    /// When the resource was bound, milliseconds since the Unix epoch (for the admin API).
+    pub since_ms: u64,
 }
 
 impl Resource {
@@ -64,6 +66,7 @@ impl Resource {
             interested: false,
             offline_done: false,
             stale_presence: false,
+            since_ms: crate::clock::now_ms(),
         }
     }
 
