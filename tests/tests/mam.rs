@@ -15,11 +15,22 @@ const PAGE: usize = 10;
 /// Runs tests/slixmpp/mam.py as `local`; returns the (id, body) of every message it printed,
 /// and the page lines.
 fn slixmpp_fetch(s: &Server, local: &str, extra: &[&str]) -> (Vec<(String, String)>, Vec<String>) {
-    let script = workspace_root().join("tests/slixmpp/mam.py");
     let cafile = s.data_dir.path().join("certs/localhost.crt");
+    fetch_at(s.c2s.port(), &cafile, local, extra, &|| s.log().join("\n"))
+}
+
+/// The same against any deployment: a STARTTLS port and the certificate to trust.
+fn fetch_at(
+    port: u16,
+    cafile: &std::path::Path,
+    local: &str,
+    extra: &[&str],
+    log: &dyn Fn() -> String,
+) -> (Vec<(String, String)>, Vec<String>) {
+    let script = workspace_root().join("tests/slixmpp/mam.py");
     let out = Command::new("/usr/bin/python3")
         .arg(script)
-        .args(["127.0.0.1", &s.c2s.port().to_string()])
+        .args(["127.0.0.1", &port.to_string()])
         .arg(cafile)
         .args([format!("{local}@localhost"), format!("{local}-pw")])
         .args(["--max", &PAGE.to_string()])
@@ -32,7 +43,7 @@ fn slixmpp_fetch(s: &Server, local: &str, extra: &[&str]) -> (Vec<(String, Strin
     assert!(
         out.status.success() && stdout.lines().any(|l| l == "PASS"),
         "slixmpp mam scenario failed\nstdout:\n{stdout}\nstderr:\n{stderr}\nserver log:\n{}",
-        s.log().join("\n")
+        log()
     );
     let msgs = stdout
         .lines()
@@ -58,14 +69,22 @@ fn stanza_id(m: &Element) -> Option<(String, String)> {
     ))
 }
 
+/// False (after saying so) when slixmpp is missing outside CI; in CI a missing slixmpp fails.
+fn have_slixmpp() -> bool {
+    if slixmpp_available() {
+        return true;
+    }
+    eprintln!("SKIPPED: /usr/bin/python3 cannot import slixmpp (run .ci/setup)");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "slixmpp must be installed in CI"
+    );
+    false
+}
+
 #[tokio::test]
 async fn archive_survives_a_restart_and_slixmpp_pages_through_it() {
-    if !slixmpp_available() {
-        eprintln!("SKIPPED: /usr/bin/python3 cannot import slixmpp (run .ci/setup)");
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "slixmpp must be installed in CI"
-        );
+    if !have_slixmpp() {
         return;
     }
     let s = Server::start();
@@ -123,4 +142,48 @@ async fn archive_survives_a_restart_and_slixmpp_pages_through_it() {
     let sent_bodies: Vec<&str> = sent.iter().map(|(_, b)| b.as_str()).collect();
     assert_eq!(sent_bodies, expected);
     assert!(sent.iter().all(|(id, _)| !delivered_ids.contains(id)));
+}
+
+/// In a cluster: Alice (first edge, first session node) writes to Bob (second edge, second
+/// session node); each archive lives with its owner's node, and slixmpp pages through Bob's
+/// through either edge.
+#[tokio::test]
+async fn slixmpp_pages_through_the_archive_in_a_cluster() {
+    if !have_slixmpp() {
+        return;
+    }
+    let c = tests::deploy::cluster(&["alice", "bob"]);
+    let mut a = c.login_at(0, "alice", "alice-pw", "a").await;
+    a.go_online().await;
+    let mut b = c.login_at(1, "bob", "bob-pw", "b").await;
+    b.go_online().await;
+    let expected: Vec<String> = (0..N).map(|i| format!("cluster-{i:02}")).collect();
+    for text in &expected {
+        a.send(&chat("bob@localhost", text)).await;
+    }
+    let mut delivered_ids = Vec::new();
+    for text in &expected {
+        let m = b.recv_matching(|e| e.name() == "message").await;
+        assert_eq!(body(&m).as_deref(), Some(text.as_str()));
+        delivered_ids.push(
+            stanza_id(&m)
+                .unwrap_or_else(|| panic!("no stanza-id in {m}"))
+                .1,
+        );
+    }
+    let cafile = c.dir.path().join("certs/localhost.crt");
+    for edge in 0..2 {
+        let (msgs, pages) = fetch_at(c.edge(edge).port(), &cafile, "bob", &[], &|| c.logs());
+        let bodies: Vec<&str> = msgs.iter().map(|(_, b)| b.as_str()).collect();
+        assert_eq!(bodies, expected, "through edge {edge}");
+        let ids: Vec<String> = msgs.iter().map(|(i, _)| i.clone()).collect();
+        assert_eq!(ids, delivered_ids);
+        assert_eq!(pages.len(), 3, "{pages:#?}");
+    }
+    let (sent, _) = fetch_at(c.edge(1).port(), &cafile, "alice", &["--reverse"], &|| {
+        c.logs()
+    });
+    let mut sent_bodies: Vec<&str> = sent.iter().map(|(_, b)| b.as_str()).collect();
+    sent_bodies.sort_unstable();
+    assert_eq!(sent_bodies, expected);
 }
