@@ -421,6 +421,8 @@ pub struct SessionSection {
     /// XEP-0198: seconds a session whose connection was lost waits for `<resume/>`
     /// (0 turns resumption off).
     pub sm_resume_secs: u32,
+    /// XEP-0313 message archive (MAM) on or off.
+    pub archive: bool,
     /// XEP-0313: days archived messages are kept (unset: forever).
     pub archive_retention_days: Option<u32>,
     /// XEP-0160: days offline messages are kept (unset: until delivered).
@@ -435,6 +437,7 @@ impl Default for SessionSection {
             version_enabled: s.version_enabled,
             max_resources: s.max_resources,
             sm_resume_secs: s.sm_resume_secs,
+            archive: s.archive_enabled,
             archive_retention_days: s.archive_retention_days,
             offline_retention_days: s.offline_retention_days,
         }

@@ -81,6 +81,7 @@ fn session_config(cfg: &Config, v: &Validated) -> session::SessionConfig {
         version_enabled: cfg.session.version_enabled,
         max_resources: cfg.session.max_resources,
         sm_resume_secs: cfg.session.sm_resume_secs,
+        archive_enabled: cfg.session.archive,
         archive_retention_days: cfg.session.archive_retention_days,
         offline_retention_days: cfg.session.offline_retention_days,
         ..session::SessionConfig::default()

@@ -128,7 +128,7 @@ impl LocalSessionService {
             }
             ("query", ns::DISCO_INFO, false) => self.account_disco_info(st, payload, q),
             ("query", ns::DISCO_ITEMS, false) => disco_items(st, payload, q),
-            ("query" | "prefs" | "metadata", ns::MAM, _) => {
+            ("query" | "prefs" | "metadata", ns::MAM, _) if self.config.archive_enabled => {
                 return self.mam_iq(from, st, payload, q).await;
             }
             _ => self.bounce(st, StanzaErrorCondition::ServiceUnavailable, None, q),
@@ -213,17 +213,17 @@ impl LocalSessionService {
         let info = DiscoInfo {
             node: None,
             identities: vec![Identity::new("account", "registered", None)],
-            features: [
-                ns::DISCO_INFO,
-                ns::DISCO_ITEMS,
-                ns::PING,
-                ns::VCARD,
-                ns::MAM,
-                ns::MAM_EXTENDED,
-                ns::SID,
-            ]
-            .map(str::to_owned)
-            .into(),
+            features: [ns::DISCO_INFO, ns::DISCO_ITEMS, ns::PING, ns::VCARD]
+                .into_iter()
+                .chain(
+                    self.config
+                        .archive_enabled
+                        .then_some([ns::MAM, ns::MAM_EXTENDED, ns::SID])
+                        .into_iter()
+                        .flatten(),
+                )
+                .map(str::to_owned)
+                .collect(),
         };
         q.push_back(iq_result(st, Some(info.into())));
     }

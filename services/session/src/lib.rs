@@ -249,6 +249,9 @@ pub struct SessionConfig {
     pub sm_max_unacked: usize,
     /// XEP-0198: the most bytes (approximately) of unacknowledged stanzas kept per session.
     pub sm_max_unacked_bytes: usize,
+    /// XEP-0313: archive 1:1 messages and answer MAM queries. Off: nothing is archived, MAM
+    /// is not advertised and its queries get `<service-unavailable/>`.
+    pub archive_enabled: bool,
     /// XEP-0313: days archived messages are kept (`expire_archive`); `None` keeps them.
     pub archive_retention_days: Option<u32>,
     /// Days offline messages are kept (`expire_offline`); `None` keeps them.
@@ -265,6 +268,7 @@ impl Default for SessionConfig {
             sm_resume_secs: 300,
             sm_max_unacked: 1000,
             sm_max_unacked_bytes: 512 * 1024,
+            archive_enabled: true,
             archive_retention_days: None,
             offline_retention_days: None,
         }

@@ -186,7 +186,7 @@ impl LocalSessionService {
     /// forged stanza ids and archives the sender's copy.
     pub(crate) async fn archive_sent(&self, from: &FullJid, st: &mut Element) {
         self.strip_stanza_ids(st);
-        if !archivable(st) {
+        if !self.config.archive_enabled || !archivable(st) {
             return;
         }
         let Some(with) = st
@@ -210,7 +210,7 @@ impl LocalSessionService {
     /// stanza ids, archives the recipient's copy and stamps its stanza id on `st`.
     pub(crate) async fn archive_received(&self, user: &UserGuard<'_>, st: &mut Element) {
         self.strip_stanza_ids(st);
-        if !archivable(st) {
+        if !self.config.archive_enabled || !archivable(st) {
             return;
         }
         let Some(with) = st

@@ -734,3 +734,46 @@ async fn a_broken_archive_loses_no_message_and_fails_queries_cleanly() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn a_server_with_the_archive_off_archives_nothing_and_says_so() {
+    let env = Env::with(SessionConfig {
+        archive_enabled: false,
+        ..SessionConfig::default()
+    });
+    let alice = env.online("alice@localhost/a", 0).await;
+    let mut bob = env.online("bob@localhost/b", 0).await;
+    // A stanza-id the sender forged is still removed.
+    let forged = Element::new("stanza-id", ns::SID)
+        .attr("by", "bob@localhost")
+        .attr("id", "forged");
+    alice
+        .send(with_child(
+            msg("bob@localhost", Some("chat"), Some("hello")),
+            forged,
+        ))
+        .await;
+    let got = bob.one();
+    assert!(stanza_ids(&got).is_empty(), "{got}");
+    let answer = bob.iq(iq("set", None, Query::default().into())).await;
+    assert!(is_type(&answer, "iq", Some("error")), "{answer}");
+    assert_eq!(
+        xmpp::error::stanza_error_condition(&answer),
+        Some(StanzaErrorCondition::ServiceUnavailable)
+    );
+    let info = bob
+        .iq(iq(
+            "get",
+            Some("bob@localhost"),
+            Element::new("query", ns::DISCO_INFO),
+        ))
+        .await;
+    let features: Vec<&str> = info
+        .get_child("query", ns::DISCO_INFO)
+        .unwrap()
+        .children()
+        .filter_map(|c| c.get_attr("var"))
+        .collect();
+    assert!(features.contains(&ns::DISCO_INFO), "{info}");
+    assert!(!features.contains(&ns::MAM), "{info}");
+}
