@@ -1,9 +1,12 @@
 //! [`GrpcCredentials`]: the edge's [`AccountStore`], over `GetCredentials`.
 //!
-//! The edge only ever reads credentials (one lookup per login; SCRAM runs on the edge), so
-//! that is all the session protocol carries. Every write or listing method returns
+//! The edge reads credentials (one lookup per login; SCRAM runs on the edge) and creates
+//! accounts for XEP-0077 in-band registration (`CreateAccount`), so that is all the session
+//! protocol carries. Every other write or listing method returns
 //! `StorageError::Unavailable("not available over the session protocol")`: account
 //! administration goes to the session node's own store (the `relais user` command).
+//!
+//! [`GrpcDomains`] reads the stored hosted domains of a session node (`ListDomains`).
 
 use async_trait::async_trait;
 use storage::{AccountStore, Credentials, StorageError};
@@ -49,8 +52,16 @@ fn not_carried<T>() -> storage::Result<T> {
 
 #[async_trait]
 impl AccountStore for GrpcCredentials {
-    async fn create_account(&self, _jid: &BareJid, _creds: &Credentials) -> storage::Result<()> {
-        not_carried()
+    async fn create_account(&self, jid: &BareJid, creds: &Credentials) -> storage::Result<()> {
+        let mut client = self.client.clone();
+        let req = pb::CreateAccountRequest {
+            jid: jid.to_string(),
+            keys: crate::wire::credentials_to_wire(Some(creds.clone())).keys,
+        };
+        match client.create_account(req).await {
+            Ok(_) => Ok(()),
+            Err(status) => Err(status_to_storage_error(&status)),
+        }
     }
 
     async fn set_credentials(&self, _jid: &BareJid, _creds: &Credentials) -> storage::Result<()> {
@@ -81,5 +92,50 @@ impl AccountStore for GrpcCredentials {
 
     async fn account_exists(&self, _jid: &BareJid) -> storage::Result<bool> {
         not_carried()
+    }
+}
+
+/// The hosted domains stored on a session node, over `ListDomains` (edges and routers poll
+/// it: they have no storage).
+#[derive(Clone, Debug)]
+pub struct GrpcDomains {
+    client: SessionClient<Channel>,
+}
+
+impl GrpcDomains {
+    /// A reader of the node at `endpoint`; connects on first use.
+    pub fn connect_lazy(endpoint: impl Into<String>) -> Result<Self, ProtoError> {
+        let d = crate::session_client::ClientConfig::default();
+        let channel = crate::channel(
+            endpoint.into(),
+            d.connect_timeout,
+            d.keepalive_interval,
+            d.keepalive_timeout,
+        )?;
+        Ok(GrpcDomains {
+            client: SessionClient::new(channel),
+        })
+    }
+
+    /// The node's domain version and, when it differs from `known_version`, every stored
+    /// domain (removed ones included). `None` records: unchanged.
+    pub async fn list(
+        &self,
+        known_version: u64,
+    ) -> storage::Result<(u64, Option<Vec<storage::DomainRecord>>)> {
+        let mut client = self.client.clone();
+        let reply = client
+            .list_domains(pb::ListDomainsRequest { known_version })
+            .await
+            .map_err(|s| status_to_storage_error(&s))?
+            .into_inner();
+        let records = reply.changed.then(|| {
+            reply
+                .domains
+                .into_iter()
+                .map(crate::wire::domain_from_wire)
+                .collect()
+        });
+        Ok((reply.version, records))
     }
 }

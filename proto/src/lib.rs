@@ -72,7 +72,7 @@ mod pb {
 pub use admin_rpc::{
     AdminGrpcServer, GrpcAdminClient, admin_error_to_status, status_to_admin_error,
 };
-pub use credentials::GrpcCredentials;
+pub use credentials::{GrpcCredentials, GrpcDomains};
 pub use error::{
     ErrorCode, ProtoError, route_error_to_status, session_error_to_status, status_to_route_error,
     status_to_session_error, status_to_storage_error, storage_error_to_status,

@@ -62,6 +62,8 @@ pub struct SessionGrpcServer {
 struct ServerInner {
     service: Arc<dyn SessionService>,
     accounts: Arc<dyn AccountStore>,
+    /// The stored hosted domains, for `ListDomains` (unset: answered UNIMPLEMENTED).
+    domains: std::sync::OnceLock<Arc<dyn storage::DomainStore>>,
     config: ServerConfig,
     stop: watch::Sender<bool>,
 }
@@ -82,10 +84,16 @@ impl SessionGrpcServer {
             inner: Arc::new(ServerInner {
                 service,
                 accounts,
+                domains: std::sync::OnceLock::new(),
                 config,
                 stop: watch::channel(false).0,
             }),
         }
+    }
+
+    /// Serves `ListDomains` from `store` (set once; later calls are ignored).
+    pub fn set_domains(&self, store: Arc<dyn storage::DomainStore>) {
+        let _ = self.inner.domains.set(store);
     }
 
     /// The routes to add to a tonic server (see [`crate::serve`]).
@@ -239,6 +247,71 @@ impl Session for SessionGrpcServer {
                 Err(storage_error_to_status(&e))
             }
         }
+    }
+
+    async fn create_account(
+        &self,
+        request: Request<pb::CreateAccountRequest>,
+    ) -> Result<Response<pb::CreateAccountReply>, Status> {
+        let req = request.into_inner();
+        let jid: BareJid = req
+            .jid
+            .parse()
+            .map_err(|_| Status::invalid_argument("bad jid"))?;
+        if jid.local().is_none() || req.keys.is_empty() {
+            return Err(Status::invalid_argument(
+                "an account needs a localpart and keys",
+            ));
+        }
+        let creds = crate::wire::credentials_from_wire(pb::CredentialsReply {
+            found: true,
+            keys: req.keys,
+        })
+        .map_err(|e| Status::invalid_argument(e.to_string()))?
+        .ok_or_else(|| Status::invalid_argument("no keys"))?;
+        match self.inner.accounts.create_account(&jid, &creds).await {
+            Ok(()) => {
+                tracing::info!(jid = %jid, "account created for an edge");
+                Ok(Response::new(pb::CreateAccountReply {}))
+            }
+            Err(e) => {
+                tracing::info!(jid = %jid, error = %e, "account creation refused");
+                Err(storage_error_to_status(&e))
+            }
+        }
+    }
+
+    async fn list_domains(
+        &self,
+        request: Request<pb::ListDomainsRequest>,
+    ) -> Result<Response<pb::ListDomainsReply>, Status> {
+        let Some(store) = self.inner.domains.get() else {
+            return Err(Status::unimplemented("this node serves no domain list"));
+        };
+        let known = request.into_inner().known_version;
+        let version = store
+            .domains_version()
+            .await
+            .map_err(|e| storage_error_to_status(&e))?;
+        if version == known {
+            return Ok(Response::new(pb::ListDomainsReply {
+                version,
+                changed: false,
+                domains: Vec::new(),
+            }));
+        }
+        let records = store
+            .list_domains()
+            .await
+            .map_err(|e| storage_error_to_status(&e))?;
+        Ok(Response::new(pb::ListDomainsReply {
+            version,
+            changed: true,
+            domains: records
+                .into_iter()
+                .map(crate::wire::domain_to_wire)
+                .collect(),
+        }))
     }
 }
 

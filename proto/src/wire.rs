@@ -173,6 +173,38 @@ pub(crate) fn credentials_to_wire(creds: Option<Credentials>) -> pb::Credentials
     }
 }
 
+pub(crate) fn domain_to_wire(r: storage::DomainRecord) -> pb::DomainRecord {
+    let s = r.settings;
+    pb::DomainRecord {
+        domain: r.domain,
+        settings: Some(pb::DomainSettings {
+            registration_open: s.registration_open,
+            archive_retention_days: s.archive_retention_days,
+            max_accounts: s.max_accounts,
+            max_sessions_per_account: s.max_sessions_per_account,
+            offline_quota: s.offline_quota,
+        }),
+        removed: r.removed,
+        updated_ms: r.updated_ms,
+    }
+}
+
+pub(crate) fn domain_from_wire(r: pb::DomainRecord) -> storage::DomainRecord {
+    let s = r.settings.unwrap_or_default();
+    storage::DomainRecord {
+        domain: r.domain,
+        settings: storage::DomainSettings {
+            registration_open: s.registration_open,
+            archive_retention_days: s.archive_retention_days,
+            max_accounts: s.max_accounts,
+            max_sessions_per_account: s.max_sessions_per_account,
+            offline_quota: s.offline_quota,
+        },
+        removed: r.removed,
+        updated_ms: r.updated_ms,
+    }
+}
+
 pub(crate) fn credentials_from_wire(
     reply: pb::CredentialsReply,
 ) -> Result<Option<Credentials>, StorageError> {

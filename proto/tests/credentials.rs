@@ -48,19 +48,37 @@ async fn credentials_round_trip_byte_exact() {
 }
 
 #[tokio::test]
-async fn writes_are_not_carried() {
+async fn only_account_creation_is_carried() {
     let node = Node::start().await;
     let store = GrpcCredentials::connect_lazy(node.endpoint()).unwrap();
     let jid: BareJid = "alice@localhost".parse().unwrap();
     let creds = Credentials { keys: vec![] };
     let unavailable = |r: Result<(), StorageError>| matches!(r, Err(StorageError::Unavailable(ref m)) if m == "not available over the session protocol");
-    assert!(unavailable(store.create_account(&jid, &creds).await));
+    // Creation (XEP-0077 on an edge) is carried, and refuses an account without keys.
+    assert!(store.create_account(&jid, &creds).await.is_err());
     assert!(unavailable(store.set_credentials(&jid, &creds).await));
     assert!(unavailable(store.delete_account(&jid).await));
     assert!(store.list_accounts("localhost").await.is_err());
     assert!(store.account_exists(&jid).await.is_err());
     // Nothing was written on the node.
     assert!(!node.storage.accounts.account_exists(&jid).await.unwrap());
+    let keys = Credentials {
+        keys: vec![scram::derive_keys(
+            scram::ScramHash::Sha256,
+            "pencil",
+            &scram::new_salt(),
+            4096,
+        )],
+    };
+    store.create_account(&jid, &keys).await.unwrap();
+    assert_eq!(
+        node.storage.accounts.get_credentials(&jid).await.unwrap(),
+        Some(keys.clone())
+    );
+    assert!(matches!(
+        store.create_account(&jid, &keys).await,
+        Err(StorageError::AlreadyExists)
+    ));
 }
 
 #[tokio::test]

@@ -85,7 +85,8 @@ fn session_ids(n: usize) -> Vec<String> {
     unreachable!()
 }
 
-fn placement(ids: &[String]) -> Placement {
+/// The placement the nodes compute for these session node ids.
+pub fn placement(ids: &[String]) -> Placement {
     Placement::new(
         ids.iter()
             .map(|id| Member::new(NodeId::new(id).unwrap(), Role::Session, "unused:0")),

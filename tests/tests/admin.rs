@@ -162,12 +162,12 @@ async fn grpc_requires_a_known_token_within_its_scope() {
     let e = global.list_accounts("nowhere.example").await.unwrap_err();
     assert_eq!(e.code(), ErrorCode::NotFound);
     assert!(e.to_string().contains("not hosted"), "{e}");
-    // Domains come from the config file in this build.
-    let e = global
+    // Adding and removing domains is for global tokens only.
+    let e = client(&s, Some(OTHER))
         .add_domain("new.example", DomainSettings::default())
         .await
         .unwrap_err();
-    assert_eq!(e.code(), ErrorCode::Unsupported);
+    assert_eq!(e.code(), ErrorCode::PermissionDenied);
     // The log names the failure, never the token.
     let log = s.log().join("\n");
     assert!(log.contains("admin authentication failed"), "{log}");
@@ -535,4 +535,97 @@ fn the_cli_generates_tokens_that_the_server_accepts() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A domain added over the API is served at once: its generated certificate is chosen by SNI,
+/// an account created over the API logs in and chats; removing the domain ends its sessions
+/// with `<host-gone/>`, and a new stream for it gets `<host-unknown/>`.
+#[tokio::test]
+async fn a_domain_added_over_the_api_serves_clients_until_it_is_removed() {
+    use tests::client::{Client, body, chat};
+    let s = server();
+    let admin = client(&s, Some(GLOBAL));
+    admin
+        .add_domain(
+            "shop.example",
+            DomainSettings {
+                max_accounts: Some(10),
+                ..DomainSettings::default()
+            },
+        )
+        .await
+        .unwrap();
+    let e = admin
+        .add_domain("shop.example", DomainSettings::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::AlreadyExists);
+    for local in ["ann", "ben"] {
+        admin
+            .add_account(
+                &jid(&format!("{local}@shop.example")),
+                &format!("{local}-pw"),
+            )
+            .await
+            .unwrap();
+    }
+    let cert = s.data_dir.path().join("certs/shop.example.crt");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !cert.exists() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let der = {
+        use rustls::pki_types::pem::PemObject;
+        rustls::pki_types::CertificateDer::from_pem_file(&cert)
+            .unwrap()
+            .as_ref()
+            .to_vec()
+    };
+    let login = |local: &'static str| {
+        let der = der.clone();
+        let addr = s.c2s;
+        async move {
+            let mut c = Client::connect_starttls(addr, "shop.example", der).await;
+            c.auth_scram(
+                local,
+                &format!("{local}-pw"),
+                xmpp::scram::ScramHash::Sha256,
+                false,
+            )
+            .await
+            .unwrap();
+            c.bind(Some("r")).await;
+            c.go_online().await;
+            c
+        }
+    };
+    let mut ann = login("ann").await;
+    let mut ben = login("ben").await;
+    ann.send(&chat("ben@shop.example/r", "welcome")).await;
+    let m = ben.recv_matching(|e| e.name() == "message").await;
+    assert_eq!(body(&m).as_deref(), Some("welcome"));
+
+    admin.remove_domain("shop.example").await.unwrap();
+    for c in [&mut ann, &mut ben] {
+        assert_eq!(
+            c.expect_stream_end().await,
+            Some(StreamErrorCondition::HostGone)
+        );
+    }
+    let names: Vec<String> = admin
+        .list_domains()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.name)
+        .collect();
+    assert!(!names.contains(&"shop.example".to_owned()), "{names:?}");
+    let mut late = Client::connect_tls_raw(s.c2s_tls, "localhost", s.cert_der()).await;
+    late.send_raw(b"<stream:stream to='shop.example' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>").await;
+    assert_eq!(
+        late.expect_stream_end().await,
+        Some(StreamErrorCondition::HostUnknown)
+    );
+    // Purge deletes the accounts the removal kept.
+    admin.purge_domain("shop.example").await.unwrap();
 }

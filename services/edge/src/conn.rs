@@ -33,6 +33,7 @@ use xmpp::scram::{ScramHash, ScramServer};
 use xmpp::{BareJid, Element, FullJid, StanzaErrorCondition, StreamErrorCondition, ns};
 
 use crate::outbox::{OutboxReceiver, outbox};
+use crate::register::{self, NS_REGISTER};
 use crate::sasl::{self, Mechanism, SaslFailure};
 use crate::{EdgeContext, ListenMode};
 
@@ -191,6 +192,9 @@ struct Conn {
     /// The `edge.deliver` spans of the stanzas in `wbuf`, ended once it is written (empty,
     /// and unallocated, without a tracing exporter).
     delivering: Vec<Span>,
+    /// Changes of the hosted domains, followed until the stream is bound (afterwards the
+    /// session service ends a removed domain's sessions).
+    hosted: Option<watch::Receiver<Arc<session::DomainsSnapshot>>>,
 }
 
 pub(crate) async fn run(
@@ -204,6 +208,7 @@ pub(crate) async fn run(
     let now = Instant::now();
     let limits = ctx.config.limits.clone();
     let burst = f64::from(ctx.config.read_burst);
+    let hosted = Some(ctx.domains().subscribe());
     let mut c = Conn {
         ctx,
         peer,
@@ -231,6 +236,7 @@ pub(crate) async fn run(
         sm: None,
         ending: None,
         delivering: Vec::new(),
+        hosted,
     };
     if mode == ListenMode::DirectTls && !Box::pin(c.start_tls(false)).await {
         return;
@@ -262,6 +268,8 @@ impl Conn {
             let read_enabled = paused.is_none();
             let rx = self.rx.as_mut();
             let has_rx = rx.is_some();
+            let hosted = self.hosted.as_mut();
+            let follow_hosted = hosted.is_some();
             tokio::select! {
                 biased;
                 r = stop.changed() => {
@@ -287,6 +295,22 @@ impl Conn {
                             }
                         }
                         None => self.rx = None,
+                    }
+                }
+                r = async { match hosted { Some(h) => h.changed().await, None => Ok(()) } }, if follow_hosted => {
+                    if r.is_err() {
+                        self.hosted = None;
+                        continue;
+                    }
+                    if let Some(h) = self.hosted.as_mut() {
+                        h.borrow_and_update();
+                    }
+                    if self.bound.is_none() && !self.domain.is_empty() && !self.ctx.hosts(&self.domain) {
+                        // RFC 6120 §4.9.3.5: the domain is no longer served here.
+                        tracing::info!(peer = %self.peer, domain = %self.domain, "domain removed; closing an unbound stream");
+                        self.stream_error(StreamErrorCondition::HostGone, None);
+                        self.flush().await;
+                        return;
                     }
                 }
                 r = read_some(&mut self.transport, &mut self.rbuf, self.more), if read_enabled => {
@@ -653,6 +677,9 @@ impl Conn {
             for el in sasl::features(&mechs, self.exporter.is_some()) {
                 f.append_child(el);
             }
+            if self.registration_open() {
+                f.append_child(register::feature());
+            }
         } else {
             f.append_child(Element::new("bind", ns::BIND));
             f.append_child(
@@ -744,6 +771,13 @@ impl Conn {
         }
         if self.authenticated.is_some() && el.is("iq", ns::CLIENT) {
             return self.on_bind(el).await;
+        }
+        if self.authenticated.is_none()
+            && self.transport.is_tls()
+            && el.is("iq", ns::CLIENT)
+            && el.get_child("query", NS_REGISTER).is_some()
+        {
+            return self.on_register(el).await;
         }
         if el.ns() == ns::CLIENT {
             // A stanza before authentication and binding.
@@ -999,6 +1033,105 @@ impl Conn {
         Flow::Continue
     }
 
+    /// Whether this stream's domain offers XEP-0077 registration now.
+    fn registration_open(&self) -> bool {
+        self.ctx
+            .domains()
+            .settings(&self.domain)
+            .is_some_and(|s| s.registration_open)
+    }
+
+    /// XEP-0077 before authentication (TLS is on): `get` answers the form, `set` creates
+    /// the account. Refused with `<not-allowed/>` when the domain's registration is closed.
+    async fn on_register(&mut self, iq: Element) -> Flow {
+        // Errors carry no payload: the request may hold a password.
+        let mut shell = Element::new("iq", ns::CLIENT);
+        for a in ["id", "type"] {
+            if let Some(v) = iq.get_attr(a) {
+                shell.set_attr(a, v);
+            }
+        }
+        if !self.registration_open() {
+            self.reply_error_text(
+                &shell,
+                StanzaErrorCondition::NotAllowed,
+                "registration is closed",
+            );
+            return Flow::Continue;
+        }
+        let Some(query) = iq.get_child("query", NS_REGISTER) else {
+            return Flow::Continue;
+        };
+        match iq.get_attr("type") {
+            Some("get") => {
+                let mut reply = Element::new("iq", ns::CLIENT).attr("type", "result");
+                if let Some(id) = iq.get_attr("id") {
+                    reply.set_attr("id", id);
+                }
+                reply.append_child(register::form());
+                reply.write_to(&mut self.wbuf, ns::CLIENT);
+                Flow::Continue
+            }
+            Some("set") => {
+                let (jid, password) = match register::parse_set(query, &self.domain) {
+                    Ok(x) => x,
+                    Err(cond) => {
+                        self.reply_error(&shell, cond);
+                        return Flow::Continue;
+                    }
+                };
+                let ip = self.peer.ip();
+                if !self.ctx.registrations.current_delay(ip).is_zero() {
+                    tracing::info!(peer = %self.peer, "registration refused: too many from this address");
+                    self.reply_error_text(
+                        &shell,
+                        StanzaErrorCondition::ResourceConstraint,
+                        "too many registrations from this address; try again later",
+                    );
+                    return Flow::Continue;
+                }
+                let creds = tokio::task::spawn_blocking(move || register::credentials(&password))
+                    .await
+                    .ok()
+                    .flatten();
+                let Some(creds) = creds else {
+                    self.reply_error(&shell, StanzaErrorCondition::NotAcceptable);
+                    return Flow::Continue;
+                };
+                match self.ctx.accounts.create_account(&jid, &creds).await {
+                    Ok(()) => {
+                        self.ctx.registrations.failure(ip, None);
+                        tracing::info!(peer = %self.peer, jid = %jid, "account registered in band");
+                        let mut reply = Element::new("iq", ns::CLIENT).attr("type", "result");
+                        if let Some(id) = iq.get_attr("id") {
+                            reply.set_attr("id", id);
+                        }
+                        reply.write_to(&mut self.wbuf, ns::CLIENT);
+                    }
+                    Err(storage::StorageError::AlreadyExists) => {
+                        self.reply_error(&shell, StanzaErrorCondition::Conflict);
+                    }
+                    Err(storage::StorageError::QuotaExceeded) => {
+                        self.reply_error_text(
+                            &shell,
+                            StanzaErrorCondition::NotAllowed,
+                            "this domain has reached its account limit",
+                        );
+                    }
+                    Err(e) => {
+                        tracing::warn!(jid = %jid, error = %e, "in-band registration failed");
+                        self.reply_error(&shell, StanzaErrorCondition::InternalServerError);
+                    }
+                }
+                Flow::Continue
+            }
+            _ => {
+                self.reply_error(&shell, StanzaErrorCondition::BadRequest);
+                Flow::Continue
+            }
+        }
+    }
+
     async fn on_bind(&mut self, iq: Element) -> Flow {
         let Some(bare) = self.authenticated.clone() else {
             return Flow::Close;
@@ -1043,6 +1176,7 @@ impl Conn {
                 self.bound = Some((full, token));
                 self.rx = Some(rx);
                 self.phase = Phase::Bound;
+                self.hosted = None;
                 Flow::Continue
             }
             Err(e) => {
@@ -1061,6 +1195,12 @@ impl Conn {
 
     fn reply_error(&mut self, stanza: &Element, cond: StanzaErrorCondition) {
         let mut reply = xmpp::error::error_reply(stanza, cond, None);
+        reply.remove_attr("from");
+        reply.write_to(&mut self.wbuf, ns::CLIENT);
+    }
+
+    fn reply_error_text(&mut self, stanza: &Element, cond: StanzaErrorCondition, text: &str) {
+        let mut reply = xmpp::error::error_reply(stanza, cond, Some(text));
         reply.remove_attr("from");
         reply.write_to(&mut self.wbuf, ns::CLIENT);
     }
@@ -1251,6 +1391,7 @@ impl Conn {
                 self.bound = Some((resumed.jid, resumed.token));
                 self.rx = Some(rx);
                 self.phase = Phase::Bound;
+                self.hosted = None;
                 self.sm = Some(SmConn {
                     resumable: true,
                     received: resumed.server_h,

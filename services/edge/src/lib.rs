@@ -6,23 +6,25 @@
 //! session delivers through the connection's [`session::ClientSink`]. It keeps no user state
 //! beyond the live connection.
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
+pub mod certs;
 mod conn;
 pub mod limiter;
 pub mod metrics;
 mod outbox;
+mod register;
 pub mod sasl;
 pub mod tls;
 
+pub use certs::{CertConfig, CertManager};
 pub use limiter::{AuthLimiter, AuthLimits};
 pub use tls::{CertSource, CertStore, TlsConfigs, TlsError};
 
@@ -84,11 +86,14 @@ impl Default for EdgeConfig {
 /// What every connection of an edge shares.
 pub struct EdgeContext {
     pub config: EdgeConfig,
-    domains: RwLock<HashSet<String>>,
+    domains: Arc<session::Domains>,
     pub tls: TlsConfigs,
     pub accounts: Arc<dyn storage::AccountStore>,
     pub sessions: Arc<dyn session::SessionService>,
     pub limiter: AuthLimiter,
+    /// XEP-0077 in-band registrations per IP address: past the free allowance of the
+    /// limits (3 per 10 minutes by default) further registrations are refused.
+    pub registrations: AuthLimiter,
 }
 
 impl EdgeContext {
@@ -99,30 +104,54 @@ impl EdgeContext {
         accounts: Arc<dyn storage::AccountStore>,
         sessions: Arc<dyn session::SessionService>,
     ) -> Arc<Self> {
+        Self::with_registry(
+            config,
+            session::Domains::from_names(domains),
+            tls,
+            accounts,
+            sessions,
+        )
+    }
+
+    /// An edge serving the domains of `registry`, which may change while it runs: streams
+    /// for a domain that is no longer hosted and not yet bound end with `<host-gone/>`.
+    pub fn with_registry(
+        config: EdgeConfig,
+        domains: Arc<session::Domains>,
+        tls: TlsConfigs,
+        accounts: Arc<dyn storage::AccountStore>,
+        sessions: Arc<dyn session::SessionService>,
+    ) -> Arc<Self> {
         let limiter = AuthLimiter::new(config.auth_limits.clone());
+        let registrations = AuthLimiter::new(config.auth_limits.clone());
         Arc::new(EdgeContext {
             config,
-            domains: RwLock::new(domains.into_iter().collect()),
+            domains,
             tls,
             accounts,
             sessions,
             limiter,
+            registrations,
         })
     }
 
     pub fn hosts(&self, domain: &str) -> bool {
-        self.domains
-            .read()
-            .map(|d| d.contains(domain))
-            .unwrap_or(false)
+        self.domains.contains(domain)
+    }
+
+    /// The hosted domains this edge serves.
+    pub fn domains(&self) -> &Arc<session::Domains> {
+        &self.domains
     }
 
     /// Any hosted domain (for the `from` of a stream we must reject before knowing the target).
     fn any_domain(&self) -> String {
         self.domains
-            .read()
-            .ok()
-            .and_then(|d| d.iter().min().cloned())
+            .snapshot()
+            .hosted
+            .keys()
+            .min()
+            .cloned()
             .unwrap_or_else(|| "localhost".to_owned())
     }
 }

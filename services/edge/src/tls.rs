@@ -139,6 +139,8 @@ struct CertMap {
     exact: HashMap<String, Arc<CertifiedKey>>,
     wildcard: HashMap<String, Arc<CertifiedKey>>,
     default: Option<Arc<CertifiedKey>>,
+    /// The name whose certificate is the default (replacing it replaces the default).
+    default_name: Option<String>,
 }
 
 impl fmt::Debug for CertStore {
@@ -160,8 +162,9 @@ impl CertStore {
         let Ok(mut map) = self.inner.write() else {
             return;
         };
-        if map.default.is_none() {
+        if map.default.is_none() || map.default_name.as_deref() == Some(name.as_str()) {
             map.default = Some(key.clone());
+            map.default_name = Some(name.clone());
         }
         match name.strip_prefix("*.") {
             Some(base) => map.wildcard.insert(base.to_owned(), key),

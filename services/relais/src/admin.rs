@@ -149,12 +149,14 @@ pub enum AdminListenError {
 /// Starts the admin listener when `[admin] listen` is set: the local admin API of this
 /// process (its storage, its session service) until `stop`.
 ///
-/// Domains: until runtime domains are wired in, the API lists the configured domains and
-/// refuses to change them (`ConfiguredDomains`).
+/// Domains go to the durable domain store and the live registry (`StoredDomains`), so a change
+/// reaches every role (they poll the store's version).
+#[allow(clippy::too_many_arguments)]
 pub async fn spawn(
     cfg: &Config,
     v: &Validated,
     store: storage::Storage,
+    registry: Arc<session::Domains>,
     sessions: Arc<session::LocalSessionService>,
     node: &str,
     stop: &watch::Receiver<bool>,
@@ -163,7 +165,11 @@ pub async fn spawn(
     let Some(a) = cfg.admin.validate()? else {
         return Ok(());
     };
-    let domains = Arc::new(::admin::ConfiguredDomains::new(v.domains.clone()));
+    let _ = v;
+    let domains = Arc::new(StoredDomains {
+        store: store.domains.clone(),
+        registry,
+    });
     let service: Arc<dyn AdminService> = ::admin::LocalAdmin::new(store, sessions, domains, node);
     let app = app(service, a.tokens.clone());
     let listener = TcpListener::bind(a.addr)
@@ -319,6 +325,111 @@ impl axum::serve::Listener for TlsListener {
 
     fn local_addr(&self) -> std::io::Result<SocketAddr> {
         Ok(self.local)
+    }
+}
+
+/// The admin API's domains: the storage's domain store and the live registry, through the
+/// same functions as `relais domain …` (`session::domains`). Ending the sessions of a removed
+/// domain and deleting a purged domain's accounts is `LocalAdmin`'s part.
+struct StoredDomains {
+    store: Arc<dyn storage::DomainStore>,
+    registry: Arc<session::Domains>,
+}
+
+fn to_stored(s: &::admin::DomainSettings) -> storage::DomainSettings {
+    storage::DomainSettings {
+        registration_open: s.registration_open,
+        archive_retention_days: s.archive_retention_days,
+        max_accounts: s.max_accounts.map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+        max_sessions_per_account: s.max_sessions_per_account,
+        offline_quota: s.offline_quota,
+    }
+}
+
+fn from_stored(s: &storage::DomainSettings) -> ::admin::DomainSettings {
+    ::admin::DomainSettings {
+        registration_open: s.registration_open,
+        archive_retention_days: s.archive_retention_days,
+        max_accounts: s.max_accounts.map(u64::from),
+        max_sessions_per_account: s.max_sessions_per_account,
+        offline_quota: s.offline_quota,
+    }
+}
+
+fn domain_error(e: session::domains::DomainError) -> ::admin::AdminError {
+    use ::admin::AdminError;
+    use session::domains::DomainErrorCode as C;
+    let m = e.to_string();
+    match e.code() {
+        C::InvalidArgument => AdminError::InvalidArgument(m),
+        C::AlreadyExists => AdminError::AlreadyExists(m),
+        C::NotFound => AdminError::NotFound(m),
+        C::FailedPrecondition => AdminError::FailedPrecondition(m),
+        C::Unavailable => AdminError::Unavailable(m),
+    }
+}
+
+#[async_trait::async_trait]
+impl ::admin::DomainControl for StoredDomains {
+    async fn list(&self) -> ::admin::Result<Vec<::admin::DomainInfo>> {
+        Ok(self
+            .registry
+            .names()
+            .into_iter()
+            .map(|name| {
+                let settings = self
+                    .registry
+                    .settings(&name)
+                    .map(|s| from_stored(&s))
+                    .unwrap_or_default();
+                ::admin::DomainInfo { name, settings }
+            })
+            .collect())
+    }
+
+    async fn add(&self, domain: &str, settings: &::admin::DomainSettings) -> ::admin::Result<()> {
+        session::domains::add_domain(
+            self.store.as_ref(),
+            &self.registry,
+            domain,
+            to_stored(settings),
+        )
+        .await
+        .map(drop)
+        .map_err(domain_error)
+    }
+
+    async fn update(
+        &self,
+        domain: &str,
+        settings: &::admin::DomainSettings,
+    ) -> ::admin::Result<()> {
+        session::domains::update_domain(
+            self.store.as_ref(),
+            &self.registry,
+            domain,
+            to_stored(settings),
+        )
+        .await
+        .map(drop)
+        .map_err(domain_error)
+    }
+
+    async fn remove(&self, domain: &str) -> ::admin::Result<()> {
+        session::domains::remove_domain(self.store.as_ref(), &self.registry, None, domain)
+            .await
+            .map(drop)
+            .map_err(domain_error)
+    }
+
+    async fn purge(&self, domain: &str) -> ::admin::Result<()> {
+        if self.registry.contains(domain) {
+            self.remove(domain).await?;
+        }
+        session::domains::purge_domain(self.store.as_ref(), &self.registry, domain)
+            .await
+            .map(drop)
+            .map_err(domain_error)
     }
 }
 

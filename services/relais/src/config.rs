@@ -74,6 +74,41 @@ pub struct Config {
     pub cluster: ClusterSection,
     pub storage: StorageSection,
     pub admin: crate::admin::AdminSection,
+    /// `[[domain]]`: settings of configured domains (a domain named here is hosted even if
+    /// `server.domains` does not list it).
+    #[serde(rename = "domain")]
+    pub domains: Vec<DomainEntry>,
+}
+
+/// A `[[domain]]` table: a statically hosted domain and its settings. Domains added at
+/// runtime (`relais domain add`) keep theirs in the storage instead.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DomainEntry {
+    pub name: String,
+    /// XEP-0077 in-band registration on this domain's streams.
+    #[serde(default)]
+    pub registration_open: bool,
+    /// XEP-0313 retention (unset: `session.archive_retention_days`).
+    pub archive_retention_days: Option<u32>,
+    /// The most accounts (unset: no limit).
+    pub max_accounts: Option<u32>,
+    /// The most bound resources per account (unset: `session.max_resources`).
+    pub max_sessions_per_account: Option<u32>,
+    /// Offline messages per account (unset: `session.offline_quota`).
+    pub offline_quota: Option<u32>,
+}
+
+impl DomainEntry {
+    pub fn settings(&self) -> storage::DomainSettings {
+        storage::DomainSettings {
+            registration_open: self.registration_open,
+            archive_retention_days: self.archive_retention_days,
+            max_accounts: self.max_accounts,
+            max_sessions_per_account: self.max_sessions_per_account,
+            offline_quota: self.offline_quota,
+        }
+    }
 }
 
 /// Where durable data lives.
@@ -328,6 +363,9 @@ pub struct ServerSection {
     pub data_dir: PathBuf,
     /// Roles of this process (`all`, or a list of `edge`, `session`, `router`).
     pub roles: Vec<String>,
+    /// How often the hosted domains are reloaded (domains added or removed at runtime):
+    /// from the storage, or on edges and routers from a session node.
+    pub domain_poll_secs: u64,
 }
 
 impl Default for ServerSection {
@@ -336,6 +374,7 @@ impl Default for ServerSection {
             domains: vec!["localhost".to_owned()],
             data_dir: PathBuf::from("relais-data"),
             roles: vec!["all".to_owned()],
+            domain_poll_secs: 2,
         }
     }
 }
@@ -358,10 +397,27 @@ impl Default for ListenSection {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsSection {
     pub certificates: Vec<CertificateEntry>,
+    /// Per-domain certificates, Prosody's layout: `{cert_dir}/{domain}/fullchain.pem` and
+    /// `privkey.pem`, or `{cert_dir}/{domain}.crt` and `.key`. Consulted for every hosted
+    /// domain, including domains added at runtime.
+    pub cert_dir: Option<PathBuf>,
+    /// How often certificate files are checked for changes (renewals are picked up without
+    /// a restart).
+    pub reload_secs: u64,
+}
+
+impl Default for TlsSection {
+    fn default() -> Self {
+        TlsSection {
+            certificates: Vec::new(),
+            cert_dir: None,
+            reload_secs: 10,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -479,7 +535,7 @@ impl Config {
     /// limits, certificate files.
     pub fn validate(&self) -> Result<Validated, ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
-        if self.server.domains.is_empty() {
+        if self.server.domains.is_empty() && self.domains.is_empty() {
             return bad("server.domains must name at least one domain".into());
         }
         let mut domains = Vec::new();
@@ -489,8 +545,39 @@ impl Config {
                 Err(e) => return bad(format!("server.domains: `{d}` is not a valid domain ({e})")),
             }
         }
+        let mut domain_settings = Vec::new();
+        for e in &self.domains {
+            let name = match session::domains::parse_domain(&e.name) {
+                Ok(n) => n,
+                Err(err) => return bad(format!("[[domain]]: {err}")),
+            };
+            if domain_settings.iter().any(|(n, _)| *n == name) {
+                return bad(format!("[[domain]]: `{name}` is listed twice"));
+            }
+            if e.archive_retention_days == Some(0)
+                || e.max_sessions_per_account == Some(0)
+                || e.offline_quota == Some(0)
+            {
+                return bad(format!(
+                    "[[domain]] {name}: archive_retention_days, max_sessions_per_account and offline_quota must be at least 1 (leave them unset for the server default)"
+                ));
+            }
+            domains.push(name.clone());
+            domain_settings.push((name, e.settings()));
+        }
         domains.sort();
         domains.dedup();
+        if self.server.domain_poll_secs == 0 || self.tls.reload_secs == 0 {
+            return bad("server.domain_poll_secs and tls.reload_secs must be at least 1".into());
+        }
+        if let Some(dir) = &self.tls.cert_dir
+            && !dir.is_dir()
+        {
+            return bad(format!(
+                "tls.cert_dir: {} is not a directory",
+                dir.display()
+            ));
+        }
         let mut roles = Vec::new();
         for r in &self.server.roles {
             for part in r.split(',').filter(|p| !p.trim().is_empty()) {
@@ -583,6 +670,7 @@ impl Config {
         }
         Ok(Validated {
             domains,
+            domain_settings,
             roles,
             c2s,
             c2s_tls,
@@ -616,7 +704,10 @@ impl Config {
 /// The checked, normalized parts of a config.
 #[derive(Clone, Debug)]
 pub struct Validated {
+    /// Every configured domain (`server.domains` and `[[domain]]`), prepared and sorted.
     pub domains: Vec<String>,
+    /// The settings of the `[[domain]]` tables (other configured domains use the defaults).
+    pub domain_settings: Vec<(String, storage::DomainSettings)>,
     pub roles: Vec<Role>,
     pub c2s: Option<SocketAddr>,
     pub c2s_tls: Option<SocketAddr>,
@@ -824,6 +915,39 @@ mod tests {
                 .to_string()
                 .contains("does not exist")
         );
+    }
+
+    #[test]
+    fn domain_tables_and_runtime_keys_are_validated() {
+        let c = Config::parse(
+            "[server]\ndomains = [\"a.example\"]\ndomain_poll_secs = 5\n[tls]\nreload_secs = 3\n\
+             [[domain]]\nname = \"B.Example\"\nregistration_open = true\nmax_accounts = 10\n",
+        )
+        .unwrap();
+        let v = c.validate().unwrap();
+        assert_eq!(v.domains, ["a.example", "b.example"]);
+        assert_eq!(v.domain_settings.len(), 1);
+        assert!(v.domain_settings[0].1.registration_open);
+        assert_eq!(v.domain_settings[0].1.max_accounts, Some(10));
+        let err = Config::parse("[[domain]]\nname = \"x.example\"\nopen = true\n").unwrap_err();
+        assert!(err.contains("unknown field `open`"), "{err}");
+        let mut c = Config::default();
+        c.domains.push(DomainEntry {
+            name: "*.bad".into(),
+            ..DomainEntry::default()
+        });
+        assert!(c.validate().unwrap_err().to_string().contains("[[domain]]"));
+        let mut c = Config::default();
+        c.tls.cert_dir = Some("/nonexistent-relais-certs".into());
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("tls.cert_dir")
+        );
+        let mut c = Config::default();
+        c.server.domain_poll_secs = 0;
+        assert!(c.validate().is_err());
     }
 
     #[test]

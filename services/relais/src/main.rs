@@ -12,6 +12,7 @@ use xmpp::scram::{self, ScramHash};
 mod admin;
 mod admin_cli;
 mod config;
+mod domain_cmd;
 mod http;
 mod nodes;
 mod serve;
@@ -35,6 +36,9 @@ enum Command {
     /// Manage accounts in the configured storage.
     #[command(subcommand)]
     User(UserCommand),
+    /// Manage hosted domains in the configured storage (picked up by running servers).
+    #[command(subcommand)]
+    Domain(domain_cmd::DomainCommand),
     /// Storage maintenance.
     #[command(subcommand)]
     Storage(StorageCommand),
@@ -171,6 +175,8 @@ enum CliError {
     Usage(String),
     #[error(transparent)]
     Serve(#[from] serve::ServeError),
+    #[error(transparent)]
+    Domain(#[from] session::domains::DomainError),
 }
 
 fn main() -> ExitCode {
@@ -179,6 +185,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => run_serve(args),
         Command::User(cmd) => run_user(cmd),
         Command::Admin(args) => return admin_cli::run(args),
+        Command::Domain(cmd) => domain_cmd::run(cmd),
         Command::Storage(StorageCommand::Migrate { common }) => load(&common).and_then(|c| {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -345,7 +352,8 @@ fn run_user(cmd: UserCommand) -> Result<(), CliError> {
             } => {
                 let (store, jid) = account_op(&common, &jid).await?;
                 let creds = credentials(&read_password(password_stdin)?)?;
-                let r = store.accounts.create_account(&jid, &creds).await;
+                let accounts = limited_accounts(&common, &store).await?;
+                let r = accounts.create_account(&jid, &creds).await;
                 r.map_err(|e| friendly(e, &jid))?;
                 println!("created {jid}");
             }
@@ -394,8 +402,9 @@ fn run_user(cmd: UserCommand) -> Result<(), CliError> {
                 // Key derivation is the slow part: spread it over the cores.
                 let derived = derive_all(&lines)?;
                 let (mut created, mut existing) = (0usize, 0usize);
+                let accounts = limited_accounts(&common, &store).await?;
                 for (jid, creds) in derived {
-                    match store.accounts.create_account(&jid, &creds).await {
+                    match accounts.create_account(&jid, &creds).await {
                         Ok(()) => created += 1,
                         Err(storage::StorageError::AlreadyExists) => existing += 1,
                         Err(e) => return Err(e.into()),
@@ -415,11 +424,31 @@ async fn account_op(common: &Common, jid: &str) -> Result<(storage::Storage, Bar
     Ok((open_storage(&cfg).await?, jid))
 }
 
+/// The account store with each domain's `max_accounts` enforced.
+async fn limited_accounts(
+    common: &Common,
+    store: &storage::Storage,
+) -> Result<Arc<dyn storage::AccountStore>, CliError> {
+    let cfg = load(common)?;
+    let registry = match cfg.validate() {
+        Ok(v) => serve::registry(&v),
+        Err(_) => session::Domains::from_names(&cfg.server.domains),
+    };
+    registry.reload(store.domains.as_ref()).await?;
+    Ok(session::LimitedAccounts::new(
+        store.accounts.clone(),
+        registry,
+    ))
+}
+
 /// Storage errors a person can act on, in words.
 fn friendly(e: storage::StorageError, jid: &BareJid) -> CliError {
     match e {
         storage::StorageError::AlreadyExists => CliError::Usage(format!("{jid} already exists")),
         storage::StorageError::NotFound => CliError::Usage(format!("{jid} does not exist")),
+        storage::StorageError::QuotaExceeded => {
+            CliError::Usage(format!("the domain of {jid} has reached its account limit"))
+        }
         e => e.into(),
     }
 }

@@ -35,7 +35,7 @@ const MAX_CANDIDATES: usize = 3;
 /// This node's view of the cluster, kept current from a membership watch.
 pub struct View {
     me: NodeId,
-    domains: Vec<String>,
+    domains: Arc<session::Domains>,
     sessions: RwLock<Arc<Placement>>,
     routers: RwLock<Arc<Placement>>,
     /// Bumped after each change, for tasks that react to membership changes.
@@ -48,7 +48,7 @@ impl View {
     /// node heartbeats again within one period) or a brief partition must not move accounts.
     pub fn follow(
         me: NodeId,
-        domains: Vec<String>,
+        domains: Arc<session::Domains>,
         mut members: watch::Receiver<MemberSet>,
         grace: Duration,
     ) -> Arc<Self> {
@@ -121,7 +121,7 @@ impl View {
     }
 
     fn is_hosted(&self, domain: &str) -> bool {
-        self.domains.iter().any(|d| d == domain)
+        self.domains.contains(domain)
     }
 
     /// The owning session node of `account`.
@@ -509,7 +509,8 @@ impl SessionService for ClusterSessions {
 }
 
 /// The edge's account store: credentials come from the owning session node (SCRAM runs on
-/// the edge with one lookup per login). The edge never writes accounts.
+/// the edge with one lookup per login). The only write is in-band registration, which the
+/// owning session node performs.
 pub struct ClusterAccounts(pub Arc<ClusterSessions>);
 
 fn read_only() -> StorageError {
@@ -518,8 +519,15 @@ fn read_only() -> StorageError {
 
 #[async_trait]
 impl AccountStore for ClusterAccounts {
-    async fn create_account(&self, _jid: &BareJid, _creds: &Credentials) -> storage::Result<()> {
-        Err(read_only())
+    /// XEP-0077 registration: the owning session node creates it (and enforces the
+    /// domain's account limit).
+    async fn create_account(&self, jid: &BareJid, creds: &Credentials) -> storage::Result<()> {
+        let client = self
+            .0
+            .client_for(jid)
+            .await
+            .map_err(|e| StorageError::Unavailable(e.to_string()))?;
+        client.credentials().create_account(jid, creds).await
     }
     async fn set_credentials(&self, _jid: &BareJid, _creds: &Credentials) -> storage::Result<()> {
         Err(read_only())
@@ -718,6 +726,73 @@ async fn sync_directory(
                 published.remove(&jid);
             }
             Err(e) => tracing::debug!(jid = %jid, error = %e, "directory unregister failed"),
+        }
+    }
+}
+
+/// Edges and routers have no storage: every `period` they ask a live session node (the first
+/// that answers, in placement order of a fixed key) for the stored domains, and apply them to
+/// `registry` when the version changed. Runs until `stop`.
+pub async fn poll_domains(
+    view: Arc<View>,
+    registry: Arc<session::Domains>,
+    period: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut clients: HashMap<String, proto::GrpcDomains> = HashMap::new();
+    let mut tick = tokio::time::interval(period.max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut changes = view.changes();
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tick.tick() => {}
+            // The first session node appearing is worth asking at once.
+            r = changes.changed() => if r.is_err() { return },
+        }
+        let mut answered = false;
+        for m in View::ranked(&view.sessions(), b"relais-domains", MAX_CANDIDATES) {
+            let client = match clients.get(&m.addr) {
+                Some(c) => c.clone(),
+                None => match proto::GrpcDomains::connect_lazy(format!("http://{}", m.addr)) {
+                    Ok(c) => {
+                        clients.insert(m.addr.clone(), c.clone());
+                        c
+                    }
+                    Err(e) => {
+                        tracing::debug!(node = %m.id, error = %e, "bad session node address");
+                        continue;
+                    }
+                },
+            };
+            let known = registry.version();
+            match tokio::time::timeout(period.max(Duration::from_secs(1)), client.list(known)).await
+            {
+                Ok(Ok((version, Some(records)))) => {
+                    if registry.apply(version, &records) {
+                        tracing::info!(
+                            version,
+                            node = %m.id,
+                            hosted = registry.snapshot().hosted.len(),
+                            "hosted domains updated from a session node"
+                        );
+                    }
+                    answered = true;
+                }
+                Ok(Ok((_, None))) => answered = true,
+                Ok(Err(e)) => tracing::debug!(node = %m.id, error = %e, "domain list failed"),
+                Err(_) => tracing::debug!(node = %m.id, "domain list timed out"),
+            }
+            if answered {
+                break;
+            }
+        }
+        if answered {
+            failing = false;
+        } else if !failing && view.has_sessions() {
+            failing = true;
+            tracing::warn!("no session node answered the domain list; keeping the last one");
         }
     }
 }

@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use edge::{CertStore, EdgeContext, ListenMode, TlsConfigs};
+use edge::{CertConfig, CertManager, CertStore, EdgeContext, ListenMode, TlsConfigs};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -53,25 +53,82 @@ pub async fn serve(cfg: Config, v: Validated, telemetry: Arc<Telemetry>) -> Resu
     }
 }
 
-fn tls_configs(cfg: &Config, v: &Validated) -> Result<TlsConfigs, ServeError> {
-    let data_dir = &cfg.server.data_dir;
+/// The hosted domains of this process: the configured ones, with their `[[domain]]`
+/// settings. The stored ones are added by a reload (from the storage or a session node).
+pub fn registry(v: &Validated) -> Arc<session::Domains> {
+    session::Domains::new(v.domains.iter().map(|d| {
+        let s = v
+            .domain_settings
+            .iter()
+            .find(|(n, _)| n == d)
+            .map(|(_, s)| *s)
+            .unwrap_or_default();
+        (d.clone(), s)
+    }))
+}
+
+/// The certificates of every hosted domain now (see `edge::certs`), and the manager that keeps
+/// them current.
+fn tls_configs(
+    cfg: &Config,
+    registry: &session::Domains,
+) -> Result<(TlsConfigs, CertManager), ServeError> {
     let certs = Arc::new(CertStore::default());
-    for c in &cfg.tls.certificates {
-        certs.insert(&c.domain, edge::tls::load_certified_key(&c.cert, &c.key)?);
-    }
-    for d in &v.domains {
-        if certs.lookup(Some(d)).is_some()
-            && cfg.tls.certificates.iter().any(|c| covers(&c.domain, d))
-        {
-            continue;
-        }
-        let (src, generated) = edge::tls::ensure_self_signed(&data_dir.join("certs"), d)?;
-        if generated {
-            tracing::info!(domain = %d, cert = %src.cert.display(), "generated a self-signed certificate");
-        }
-        certs.insert(d, edge::tls::load_certified_key(&src.cert, &src.key)?);
-    }
-    Ok(TlsConfigs::new(certs)?)
+    let mut manager = CertManager::new(
+        certs.clone(),
+        CertConfig {
+            configured: cfg
+                .tls
+                .certificates
+                .iter()
+                .map(|c| edge::CertSource {
+                    domain: c.domain.clone(),
+                    cert: c.cert.clone(),
+                    key: c.key.clone(),
+                })
+                .collect(),
+            cert_dir: cfg.tls.cert_dir.clone(),
+            self_signed_dir: cfg.server.data_dir.join("certs"),
+        },
+    )?;
+    // Configured domains first (sorted): the first certificate is the default one.
+    let snapshot = registry.snapshot();
+    let mut names: Vec<&String> = snapshot.hosted.keys().collect();
+    names.sort_by_key(|n| (!registry.is_static(n), n.as_str()));
+    manager.sync(&names, true)?;
+    Ok((TlsConfigs::new(certs)?, manager))
+}
+
+/// Keeps the certificates in line with the hosted domains and the files on disk.
+fn spawn_certs(
+    cfg: &Config,
+    manager: CertManager,
+    registry: &Arc<session::Domains>,
+    stop: &watch::Receiver<bool>,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) {
+    let reload = std::time::Duration::from_secs(cfg.tls.reload_secs);
+    tasks.push(tokio::spawn(manager.run(
+        registry.clone(),
+        reload,
+        stop.clone(),
+    )));
+}
+
+/// Reloads the hosted domains from the storage every `server.domain_poll_secs`.
+fn spawn_domain_poll(
+    cfg: &Config,
+    registry: &Arc<session::Domains>,
+    store: &storage::Storage,
+    stop: &watch::Receiver<bool>,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) {
+    tasks.push(tokio::spawn(session::domains::poll_store(
+        registry.clone(),
+        store.domains.clone(),
+        std::time::Duration::from_secs(cfg.server.domain_poll_secs),
+        stop.clone(),
+    )));
 }
 
 fn session_config(cfg: &Config, v: &Validated) -> session::SessionConfig {
@@ -185,29 +242,40 @@ async fn standalone(
     v: Validated,
     telemetry: Arc<Telemetry>,
 ) -> Result<(), ServeError> {
-    let tls = tls_configs(&cfg, &v)?;
     let store = crate::store::open(&cfg).await?;
+    let domains = registry(&v);
+    domains.reload(store.domains.as_ref()).await?;
+    let (tls, certs) = tls_configs(&cfg, &domains)?;
     let router: Arc<dyn router::Router> = Arc::new(router::LocalRouter);
-    let sessions =
-        session::LocalSessionService::new(session_config(&cfg, &v), store.clone(), router);
+    let sessions = session::LocalSessionService::with_registry(
+        session_config(&cfg, &v),
+        store.clone(),
+        router,
+        None,
+        domains.clone(),
+    );
     crate::telemetry::observe_session(&sessions);
-    let ctx = EdgeContext::new(
+    let ctx = EdgeContext::with_registry(
         cfg.edge_config(),
-        v.domains.clone(),
+        domains.clone(),
         tls,
-        store.accounts.clone(),
+        session::LimitedAccounts::new(store.accounts.clone(), domains.clone()),
         sessions.clone(),
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     spawn_retention(sessions.clone(), &stop_rx, &mut tasks);
+    spawn_domain_poll(&cfg, &domains, &store, &stop_rx, &mut tasks);
+    tasks.push(sessions.follow_domains(stop_rx.clone()));
+    spawn_certs(&cfg, certs, &domains, &stop_rx, &mut tasks);
     spawn_client_listeners(&v, &ctx, &stop_rx, &mut tasks).await?;
     let ops = spawn_ops(&v, telemetry, &stop_rx, &mut tasks).await?;
     crate::admin::spawn(
         &cfg,
         &v,
         store.clone(),
+        domains.clone(),
         sessions.clone(),
         "standalone",
         &stop_rx,
@@ -216,7 +284,11 @@ async fn standalone(
     .await?;
     ops.set_ready(true);
     println!("relais: ready");
-    tracing::info!(domains = %v.domains.join(","), "relais is running (standalone)");
+    tracing::info!(
+        domains = %v.domains.join(","),
+        hosted = domains.snapshot().hosted.len(),
+        "relais is running (standalone)"
+    );
 
     wait_for_signal().await;
     tracing::info!("shutting down: closing streams with system-shutdown");
@@ -332,7 +404,8 @@ async fn clustered(
             Members::Static(cluster::StaticMembership::new(c.members.clone()))
         }
     };
-    let view = View::follow(c.node_id.clone(), v.domains.clone(), members.watch(), c.ttl);
+    let domains = registry(&v);
+    let view = View::follow(c.node_id.clone(), domains.clone(), members.watch(), c.ttl);
 
     // Session role: the live state of the accounts placement gives this node.
     let mut session_node = None;
@@ -341,32 +414,41 @@ async fn clustered(
     let mut stream_closers: Vec<Box<dyn FnOnce() + Send>> = Vec::new();
     if has(Role::Session) {
         let store = crate::store::open(&cfg).await?;
+        domains.reload(store.domains.as_ref()).await?;
+        spawn_domain_poll(&cfg, &domains, &store, &stop_rx, &mut tasks);
         let mode = match cfg.cluster.peer_routing {
             PeerRouting::Router => PeerMode::ViaRouter,
             PeerRouting::Direct => PeerMode::Direct,
         };
         let peer = PeerRouter::new(view.clone(), mode);
-        let svc = session::LocalSessionService::with_locality(
+        let svc = session::LocalSessionService::with_registry(
             session_config(&cfg, &v),
             store.clone(),
             peer.clone(),
             Some(Arc::new(PlacementLocality(view.clone()))),
+            domains.clone(),
         );
         peer.set_local(&svc);
         crate::telemetry::observe_session(&svc);
         spawn_retention(svc.clone(), &stop_rx, &mut tasks);
-        // Lists and kicks this node's sessions only (see ARCHITECTURE.md, "Operate").
+        tasks.push(svc.follow_domains(stop_rx.clone()));
+        let server = proto::SessionGrpcServer::new(
+            svc.clone(),
+            session::LimitedAccounts::new(store.accounts.clone(), domains.clone()),
+        );
+        server.set_domains(store.domains.clone());
+        // The admin API: lists and kicks this node's sessions only (see ARCHITECTURE.md, "Operate").
         crate::admin::spawn(
             &cfg,
             &v,
             store.clone(),
+            domains.clone(),
             svc.clone(),
             c.node_id.as_str(),
             &stop_rx,
             &mut tasks,
         )
         .await?;
-        let server = proto::SessionGrpcServer::new(svc.clone(), store.accounts.clone());
         let delivery = proto::RouterGrpcServer::new(Arc::new(PeerDelivery(svc.clone())));
         routes = Some(delivery.add_to(server.routes()));
         stream_closers.push(Box::new(move || delivery.close_streams()));
@@ -392,6 +474,15 @@ async fn clustered(
         ));
         session_node = Some((svc, server, directory, task, store));
     }
+    if !has(Role::Session) {
+        // No storage here: learn the stored domains from a session node.
+        tasks.push(tokio::spawn(crate::nodes::poll_domains(
+            view.clone(),
+            domains.clone(),
+            std::time::Duration::from_secs(cfg.server.domain_poll_secs),
+            stop_rx.clone(),
+        )));
+    }
     if has(Role::Router) {
         let relay = proto::RelayGrpcServer::new(RelayToOwner::new(view.clone()));
         routes = Some(relay.routes());
@@ -410,13 +501,14 @@ async fn clustered(
     let mut edge_ctx = None;
     let mut edge_tasks = Vec::new();
     if has(Role::Edge) {
-        let tls = tls_configs(&cfg, &v)?;
+        let (tls, certs) = tls_configs(&cfg, &domains)?;
+        spawn_certs(&cfg, certs, &domains, &stop_rx, &mut tasks);
         let sessions = ClusterSessions::new(view.clone(), c.node_id.as_str().to_owned());
         let mut ecfg = cfg.edge_config();
         ecfg.see_other_host = cfg.cluster.see_other_host.clone().filter(|h| !h.is_empty());
-        let ctx = EdgeContext::new(
+        let ctx = EdgeContext::with_registry(
             ecfg,
-            v.domains.clone(),
+            domains.clone(),
             tls,
             Arc::new(ClusterAccounts(sessions.clone())),
             sessions,
@@ -478,16 +570,6 @@ async fn clustered(
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-fn covers(pattern: &str, domain: &str) -> bool {
-    if pattern == domain {
-        return true;
-    }
-    match (pattern.strip_prefix("*."), domain.split_once('.')) {
-        (Some(base), Some((_, parent))) => base == parent,
-        _ => false,
-    }
 }
 
 async fn wait_for_signal() {

@@ -19,6 +19,7 @@ use xmpp::{BareJid, Element, FullJid, StreamErrorCondition};
 pub mod admin;
 mod build;
 mod clock;
+pub mod domains;
 mod iq;
 mod mam;
 mod node;
@@ -29,6 +30,7 @@ mod sm;
 mod state;
 mod subscription;
 
+pub use domains::{Domains, DomainsSnapshot, LimitedAccounts};
 pub use node::LiveResource;
 pub use route::NOT_OWNER;
 pub use sm::{NS_SM, resume_id_owner};
@@ -239,7 +241,7 @@ pub struct SessionConfig {
     pub offline_quota: usize,
     /// Answer XEP-0092 version queries.
     pub version_enabled: bool,
-    /// The most bound resources per account.
+    /// The most bound resources per account (a domain's `max_sessions_per_account` wins).
     pub max_resources: usize,
     /// XEP-0198: seconds a resumable session whose connection was lost stays bound, waiting
     /// for `<resume/>`. 0 disables resumption.
@@ -288,8 +290,8 @@ pub struct LocalSessionService {
     /// This service, for the tasks it spawns (resumption timeouts).
     me: Weak<LocalSessionService>,
     config: SessionConfig,
-    /// `config.domains`, prepared like JID domainparts.
-    domains: Vec<String>,
+    /// The hosted domains (the configured ones, and those added at runtime).
+    registry: Arc<Domains>,
     storage: storage::Storage,
     router: Arc<dyn router::Router>,
     users: state::Users,
@@ -317,18 +319,23 @@ impl LocalSessionService {
         router: Arc<dyn router::Router>,
         locality: Option<Arc<dyn Locality>>,
     ) -> Arc<Self> {
-        let domains = config
-            .domains
-            .iter()
-            .map(|d| match xmpp::BareJid::domain_only(d) {
-                Ok(j) => j.domain().to_owned(),
-                Err(_) => d.to_lowercase(),
-            })
-            .collect();
+        let registry = Domains::from_names(&config.domains);
+        Self::with_registry(config, storage, router, locality, registry)
+    }
+
+    /// As [`Self::with_locality`], hosting the domains of `registry` (shared with the edge
+    /// and kept current by a poll) instead of a fixed `config.domains`.
+    pub fn with_registry(
+        config: SessionConfig,
+        storage: storage::Storage,
+        router: Arc<dyn router::Router>,
+        locality: Option<Arc<dyn Locality>>,
+        registry: Arc<Domains>,
+    ) -> Arc<Self> {
         Arc::new_cyclic(|me| LocalSessionService {
             me: me.clone(),
             config,
-            domains,
+            registry,
             storage,
             router,
             locality,

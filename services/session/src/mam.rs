@@ -417,20 +417,22 @@ impl LocalSessionService {
         Ok(())
     }
 
-    /// Retention: deletes the archived messages of every hosted domain older than
-    /// `archive_retention_days` before `now` (nothing when it is `None`). Returns how many
-    /// were deleted. Meant to be called periodically.
+    /// Retention: deletes the archived messages of every hosted domain older than its
+    /// `archive_retention_days` (the domain's setting, else the server's) before `now`;
+    /// domains without a retention keep everything. Returns how many were deleted. Meant to
+    /// be called periodically.
     pub async fn expire_archive(&self, now: SystemTime) -> Result<u64, SessionError> {
-        let Some(days) = self.config.archive_retention_days else {
-            return Ok(0);
-        };
-        let cutoff = millis(now).saturating_sub(u64::from(days) * 86_400_000);
         let mut total = 0;
-        for domain in &self.domains {
-            total += self.storage.archive.expire(domain, cutoff).await?;
-        }
-        if total > 0 {
-            tracing::info!(removed = total, days, "archived messages expired");
+        for domain in self.registry.names() {
+            let Some(days) = self.archive_retention_for(&domain) else {
+                continue;
+            };
+            let cutoff = millis(now).saturating_sub(u64::from(days) * 86_400_000);
+            let n = self.storage.archive.expire(&domain, cutoff).await?;
+            if n > 0 {
+                tracing::info!(domain = %domain, removed = n, days, "archived messages expired");
+            }
+            total += n;
         }
         Ok(total)
     }

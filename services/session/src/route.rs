@@ -32,7 +32,7 @@ pub const NOT_OWNER: &str = "account owned by another session node";
 
 impl LocalSessionService {
     pub(crate) fn is_hosted(&self, domain: &str) -> bool {
-        self.domains.iter().any(|d| d == domain)
+        self.registry.contains(domain)
     }
 
     pub(crate) async fn open_session(
@@ -69,8 +69,8 @@ impl LocalSessionService {
                 self.store_unacked(&user, sm.finish(), &mut q).await;
             }
             tracing::info!(jid = %jid, token, "session replaced");
-        } else if user.resources.len() >= self.config.max_resources {
-            tracing::info!(jid = %jid, max = self.config.max_resources, "too many resources");
+        } else if user.resources.len() >= self.max_resources_for(bare.domain()) {
+            tracing::info!(jid = %jid, max = self.max_resources_for(bare.domain()), "too many resources");
             return Err(SessionError::ResourceConstraint(
                 "too many resources bound for this account",
             ));
@@ -365,7 +365,12 @@ impl LocalSessionService {
         let pushed = self
             .storage
             .offline
-            .push(&bare, now_ms(), &st.to_string(), self.config.offline_quota)
+            .push(
+                &bare,
+                now_ms(),
+                &st.to_string(),
+                self.offline_quota_for(bare.domain()),
+            )
             .await;
         drop(user);
         match pushed {

@@ -557,7 +557,12 @@ impl LocalSessionService {
             match self
                 .storage
                 .offline
-                .push(bare, stamp, &m.to_string(), self.config.offline_quota)
+                .push(
+                    bare,
+                    stamp,
+                    &m.to_string(),
+                    self.offline_quota_for(bare.domain()),
+                )
                 .await
             {
                 Ok(_) => stored += 1,

@@ -82,6 +82,57 @@ pub trait AccountStore: Send + Sync + 'static {
     /// Accounts of one domain, sorted.
     async fn list_accounts(&self, domain: &str) -> Result<Vec<BareJid>>;
     async fn account_exists(&self, jid: &BareJid) -> Result<bool>;
+    /// How many accounts `domain` has (for `max_accounts`). Backends answer without listing.
+    async fn count_accounts(&self, domain: &str) -> Result<u64> {
+        Ok(u64::try_from(self.list_accounts(domain).await?.len()).unwrap_or(u64::MAX))
+    }
+}
+
+/// Per-domain settings of a hosted domain. `None` means the server's default (the
+/// `[session]` section).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DomainSettings {
+    /// XEP-0077 in-band registration is offered on this domain's streams.
+    pub registration_open: bool,
+    /// XEP-0313: days archived messages are kept.
+    pub archive_retention_days: Option<u32>,
+    /// The most accounts the domain may have.
+    pub max_accounts: Option<u32>,
+    /// The most bound resources per account.
+    pub max_sessions_per_account: Option<u32>,
+    /// Offline messages kept per account.
+    pub offline_quota: Option<u32>,
+}
+
+/// A domain as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DomainRecord {
+    /// The domain, prepared like a JID domainpart (lowercase, IDNA).
+    pub domain: String,
+    pub settings: DomainSettings,
+    /// Removed: no longer hosted, its accounts and data kept until a purge.
+    pub removed: bool,
+    /// The last write, milliseconds since the Unix epoch.
+    pub updated_ms: u64,
+}
+
+/// The hosted domains added at runtime (virtual hosting). Domains named in the configuration
+/// are hosted whether or not they are stored here.
+#[async_trait]
+pub trait DomainStore: Send + Sync + 'static {
+    /// Creates or updates a domain; a removed domain is hosted again.
+    async fn put_domain(&self, domain: &str, settings: &DomainSettings) -> Result<DomainRecord>;
+    async fn get_domain(&self, domain: &str) -> Result<Option<DomainRecord>>;
+    /// Every stored domain, removed ones included, sorted by name.
+    async fn list_domains(&self) -> Result<Vec<DomainRecord>>;
+    /// Marks a domain removed (its accounts and their data are kept). `NotFound` if absent.
+    async fn remove_domain(&self, domain: &str) -> Result<()>;
+    /// Deletes a removed domain and every account of it with all their data; returns how
+    /// many accounts were deleted. `NotFound` unless the domain exists and is removed.
+    async fn purge_domain(&self, domain: &str) -> Result<u64>;
+    /// A value that changes on every write of this store (by any process or node); cheap
+    /// enough to poll every few seconds. 0 before the first write.
+    async fn domains_version(&self) -> Result<u64>;
 }
 
 /// The subscription of a roster item (RFC 6121 §2.1.2.5).
@@ -342,4 +393,13 @@ pub struct Storage {
     pub offline: Arc<dyn OfflineStore>,
     pub vcards: Arc<dyn VcardStore>,
     pub archive: Arc<dyn ArchiveStore>,
+    pub domains: Arc<dyn DomainStore>,
+}
+
+/// The prepared form of a domain name (lowercase, IDNA), or the name lowercased when it is not
+/// a valid domain (it then matches nothing stored).
+pub fn prepare_domain(domain: &str) -> String {
+    BareJid::domain_only(domain.trim_end_matches('.'))
+        .map(|j| j.domain().to_owned())
+        .unwrap_or_else(|_| domain.to_lowercase())
 }

@@ -47,6 +47,7 @@ use crate::{
 };
 
 mod archive;
+mod domains;
 
 /// Rows deleted per transaction by retention jobs.
 const EXPIRE_BATCH: usize = 1000;
@@ -150,6 +151,26 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
 
     CREATE INDEX offline_by_stamp ON offline_messages (stamp_ms);
+    "#,
+    // 3: hosted domains added at runtime, and the version every write of them bumps (polled
+    // by the running server, which may not be the process that wrote).
+    r#"
+    CREATE TABLE domains (
+        domain                   TEXT PRIMARY KEY NOT NULL,
+        registration_open        INTEGER NOT NULL CHECK (registration_open IN (0, 1)),
+        archive_retention_days   INTEGER,
+        max_accounts             INTEGER,
+        max_sessions_per_account INTEGER,
+        offline_quota            INTEGER,
+        removed                  INTEGER NOT NULL CHECK (removed IN (0, 1)),
+        updated_ms               INTEGER NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE domains_version (
+        id      INTEGER PRIMARY KEY CHECK (id = 0),
+        version INTEGER NOT NULL
+    );
+    INSERT INTO domains_version (id, version) VALUES (0, 0);
     "#,
 ];
 
@@ -303,7 +324,8 @@ impl SqliteStore {
             rosters: self.clone(),
             offline: self.clone(),
             vcards: self.clone(),
-            archive: self,
+            archive: self.clone(),
+            domains: self,
         }
     }
 
@@ -391,6 +413,28 @@ fn to_sql_u64(v: u64) -> i64 {
 
 fn from_sql_u64(v: i64, what: &str) -> Result<u64> {
     u64::try_from(v).map_err(|_| StorageError::Corrupt(format!("negative {what}: {v}")))
+}
+
+/// Deletes everything an account owns except its `accounts` row, inside `tx`.
+fn delete_account_data(tx: &Transaction<'_>, key: &str) -> Result<()> {
+    for sql in [
+        "DELETE FROM scram_credentials WHERE jid = ?1",
+        "DELETE FROM roster_groups WHERE owner = ?1",
+        "DELETE FROM roster_items WHERE owner = ?1",
+        "DELETE FROM roster_versions WHERE owner = ?1",
+        "DELETE FROM offline_messages WHERE owner = ?1",
+        "DELETE FROM vcards WHERE owner = ?1",
+        "DELETE FROM archive WHERE owner = ?1 AND removed = 0",
+        "DELETE FROM archive WHERE owner = ?1 AND removed = 1",
+        "DELETE FROM archive_counts WHERE owner = ?1",
+        "DELETE FROM archive_prefs WHERE owner = ?1",
+    ] {
+        tx.prepare_cached(sql)
+            .map_err(db_err)?
+            .execute([key])
+            .map_err(db_err)?;
+    }
+    Ok(())
 }
 
 fn parse_jid(s: &str) -> Result<BareJid> {
@@ -597,23 +641,23 @@ impl AccountStore for SqliteStore {
             if deleted == 0 {
                 return Err(StorageError::NotFound);
             }
-            for sql in [
-                "DELETE FROM scram_credentials WHERE jid = ?1",
-                "DELETE FROM roster_groups WHERE owner = ?1",
-                "DELETE FROM roster_items WHERE owner = ?1",
-                "DELETE FROM roster_versions WHERE owner = ?1",
-                "DELETE FROM offline_messages WHERE owner = ?1",
-                "DELETE FROM vcards WHERE owner = ?1",
-                "DELETE FROM archive WHERE owner = ?1 AND removed = 0",
-                "DELETE FROM archive WHERE owner = ?1 AND removed = 1",
-                "DELETE FROM archive_counts WHERE owner = ?1",
-                "DELETE FROM archive_prefs WHERE owner = ?1",
-            ] {
-                tx.execute(sql, [&key]).map_err(db_err)?;
-            }
+            delete_account_data(&tx, &key)?;
             tx.commit().map_err(db_err)?;
             tracing::debug!(jid = %key, "account deleted");
             Ok(())
+        })
+        .await
+    }
+
+    async fn count_accounts(&self, domain: &str) -> Result<u64> {
+        let domain = crate::prepare_domain(domain);
+        self.call(move |conn| {
+            let n: i64 = conn
+                .prepare_cached("SELECT count(*) FROM accounts WHERE domain = ?1")
+                .map_err(db_err)?
+                .query_row([&domain], |r| r.get(0))
+                .map_err(db_err)?;
+            from_sql_u64(n, "account count")
         })
         .await
     }

@@ -24,7 +24,8 @@ use xmpp::scram::{ScramHash, ScramKeys};
 
 use crate::{
     ArchiveDefault, ArchiveFilter, ArchivePage, ArchivePrefs, ArchiveResult, Credentials,
-    Direction, NewArchived, Result, RosterItem, Storage, StorageError, Subscription,
+    Direction, DomainSettings, NewArchived, Result, RosterItem, Storage, StorageError,
+    Subscription,
 };
 
 /// Opens a new handle on the same data as the backend's `storage`.
@@ -89,6 +90,10 @@ macro_rules! storage_test_suite {
                 archive_concurrent_writers,
                 archive_retention,
                 archive_prefs_round_trip,
+                domains_crud,
+                domains_remove_keeps_accounts,
+                domains_purge_deletes_accounts,
+                domains_version_changes_on_every_write,
             );
 
             $($extra)*
@@ -1525,4 +1530,173 @@ pub async fn archive_prefs_round_trip(s: &Storage) {
         s.archive.get_prefs(&jid("bob@example.com")).await.unwrap(),
         None
     );
+}
+
+fn settings(open: bool, max_accounts: Option<u32>) -> DomainSettings {
+    DomainSettings {
+        registration_open: open,
+        archive_retention_days: Some(30),
+        max_accounts,
+        max_sessions_per_account: Some(4),
+        offline_quota: None,
+    }
+}
+
+pub async fn domains_crud(s: &Storage) {
+    assert!(s.domains.list_domains().await.unwrap().is_empty());
+    assert_eq!(s.domains.get_domain("a.example").await.unwrap(), None);
+    let a = s
+        .domains
+        .put_domain("A.Example", &settings(true, Some(10)))
+        .await
+        .unwrap();
+    assert_eq!(a.domain, "a.example", "names are stored prepared");
+    assert_eq!(a.settings, settings(true, Some(10)));
+    assert!(!a.removed);
+    assert!(a.updated_ms > 0);
+    s.domains
+        .put_domain("b.example", &DomainSettings::default())
+        .await
+        .unwrap();
+    let got = s.domains.get_domain("a.example").await.unwrap().unwrap();
+    assert_eq!(got.settings, a.settings);
+    assert!(!got.removed);
+    // Update: every setting replaced, unset ones back to the server default.
+    let mut changed = settings(false, None);
+    changed.offline_quota = Some(5000);
+    s.domains.put_domain("a.example", &changed).await.unwrap();
+    let got = s.domains.get_domain("a.example").await.unwrap().unwrap();
+    assert_eq!(got.settings, changed);
+    assert!(!got.settings.registration_open);
+    assert_eq!(got.settings.max_accounts, None);
+    let names: Vec<String> = s
+        .domains
+        .list_domains()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.domain)
+        .collect();
+    assert_eq!(names, ["a.example", "b.example"]);
+    // Remove marks; the record stays listed; put brings it back.
+    s.domains.remove_domain("b.example").await.unwrap();
+    let b = s.domains.get_domain("b.example").await.unwrap().unwrap();
+    assert!(b.removed);
+    assert_eq!(s.domains.list_domains().await.unwrap().len(), 2);
+    assert_err(
+        s.domains.remove_domain("nowhere.example").await,
+        crate::ErrorCode::NotFound,
+    );
+    let back = s
+        .domains
+        .put_domain("b.example", &DomainSettings::default())
+        .await
+        .unwrap();
+    assert!(!back.removed);
+    assert!(
+        !s.domains
+            .get_domain("b.example")
+            .await
+            .unwrap()
+            .unwrap()
+            .removed
+    );
+}
+
+pub async fn domains_remove_keeps_accounts(s: &Storage) {
+    s.domains
+        .put_domain("kept.example", &DomainSettings::default())
+        .await
+        .unwrap();
+    let alice = jid("alice@kept.example");
+    s.accounts.create_account(&alice, &creds(1)).await.unwrap();
+    s.vcards
+        .set_vcard(&alice, "<vCard xmlns='vcard-temp'/>")
+        .await
+        .unwrap();
+    assert_eq!(s.accounts.count_accounts("kept.example").await.unwrap(), 1);
+    s.domains.remove_domain("kept.example").await.unwrap();
+    assert!(s.accounts.account_exists(&alice).await.unwrap());
+    assert!(s.vcards.get_vcard(&alice).await.unwrap().is_some());
+    assert_eq!(s.accounts.count_accounts("kept.example").await.unwrap(), 1);
+}
+
+pub async fn domains_purge_deletes_accounts(s: &Storage) {
+    s.domains
+        .put_domain("gone.example", &DomainSettings::default())
+        .await
+        .unwrap();
+    let alice = jid("alice@gone.example");
+    let bob = jid("bob@gone.example");
+    let other = jid("carol@stays.example");
+    for j in [&alice, &bob, &other] {
+        s.accounts.create_account(j, &creds(1)).await.unwrap();
+        s.offline
+            .push(j, 1, "<message xmlns='jabber:client'/>", 10)
+            .await
+            .unwrap();
+        s.rosters
+            .put_item(j, &item("dave@example.com"))
+            .await
+            .unwrap();
+        archive(s, j, "dave@example.com", 1, "<message/>").await;
+    }
+    // A hosted domain is not purged.
+    assert_err(
+        s.domains.purge_domain("gone.example").await,
+        crate::ErrorCode::NotFound,
+    );
+    assert_err(
+        s.domains.purge_domain("never.example").await,
+        crate::ErrorCode::NotFound,
+    );
+    assert!(s.accounts.account_exists(&alice).await.unwrap());
+    s.domains.remove_domain("gone.example").await.unwrap();
+    assert_eq!(s.domains.purge_domain("gone.example").await.unwrap(), 2);
+    assert_eq!(s.domains.get_domain("gone.example").await.unwrap(), None);
+    for j in [&alice, &bob] {
+        assert!(!s.accounts.account_exists(j).await.unwrap());
+        assert_eq!(s.offline.count(j).await.unwrap(), 0);
+        assert_eq!(s.rosters.get_roster(j).await.unwrap(), (0, vec![]));
+        assert_eq!(all(s, j).await.count, 0);
+    }
+    assert!(
+        s.accounts
+            .list_accounts("gone.example")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(s.accounts.count_accounts("gone.example").await.unwrap(), 0);
+    // Another domain's account keeps everything.
+    assert!(s.accounts.account_exists(&other).await.unwrap());
+    assert_eq!(s.offline.count(&other).await.unwrap(), 1);
+    assert_eq!(all(s, &other).await.count, 1);
+}
+
+pub async fn domains_version_changes_on_every_write(s: &Storage) {
+    let mut seen = vec![s.domains.domains_version().await.unwrap()];
+    let mut check = |v: u64| {
+        assert!(!seen.contains(&v), "version {v} repeated: {seen:?}");
+        seen.push(v);
+    };
+    s.domains
+        .put_domain("v.example", &DomainSettings::default())
+        .await
+        .unwrap();
+    check(s.domains.domains_version().await.unwrap());
+    s.domains
+        .put_domain("v.example", &settings(true, None))
+        .await
+        .unwrap();
+    check(s.domains.domains_version().await.unwrap());
+    s.domains.remove_domain("v.example").await.unwrap();
+    check(s.domains.domains_version().await.unwrap());
+    s.domains.purge_domain("v.example").await.unwrap();
+    let last = s.domains.domains_version().await.unwrap();
+    check(last);
+    // Reads do not change it; a failed write need not either.
+    s.domains.list_domains().await.unwrap();
+    s.domains.get_domain("v.example").await.unwrap();
+    assert_eq!(s.domains.domains_version().await.unwrap(), last);
 }

@@ -137,6 +137,10 @@ impl AccountStore for ScyllaStore {
     async fn account_exists(&self, jid: &BareJid) -> Result<bool> {
         Ok(self.account_row(jid.as_str()).await?.is_some())
     }
+
+    async fn count_accounts(&self, domain: &str) -> Result<u64> {
+        self.count_domain_accounts(&prepared_domain(domain)).await
+    }
 }
 
 #[async_trait]

@@ -21,6 +21,8 @@
 //! | `archive_buckets` | owner | buckets (one per 30 days by default) |
 //! | `archive_with_buckets` | owner | contacts × buckets |
 //! | `archive_owners` | (domain, shard of 16) | owners with an archive / 16 |
+//! | `domains` | shard of 16 | hosted domains / 16 |
+//! | `domains_version` | id (one row) | 1 |
 //!
 //! With 30-day buckets, an owner exchanging 1,000 messages a day of 1 KiB makes 30 MiB
 //! archive partitions; the bucket length is the knob for heavier users.
@@ -62,6 +64,7 @@ use crate::{Result, Storage, StorageError};
 mod accounts;
 mod archive;
 mod config;
+mod domains;
 pub mod ids;
 pub mod plan;
 pub mod rows;
@@ -286,7 +289,8 @@ impl ScyllaStore {
             rosters: self.clone(),
             offline: self.clone(),
             vcards: self.clone(),
-            archive: self,
+            archive: self.clone(),
+            domains: self,
         }
     }
 

@@ -13,7 +13,10 @@ use super::{exec_err, unavailable};
 use crate::{Result, StorageError};
 
 /// (file name, content), in any order: [`migrations`] sorts and checks them.
-const FILES: &[(&str, &str)] = &[("001_initial.cql", include_str!("../../cql/001_initial.cql"))];
+const FILES: &[(&str, &str)] = &[
+    ("001_initial.cql", include_str!("../../cql/001_initial.cql")),
+    ("002_domains.cql", include_str!("../../cql/002_domains.cql")),
+];
 
 /// One migration file, parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]

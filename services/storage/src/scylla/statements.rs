@@ -200,6 +200,24 @@ statements! {
     prefs_set: Idempotent = "INSERT INTO archive_prefs (owner, default_mode, always_jids, \
         never_jids) VALUES (?, ?, ?, ?)";
     prefs_delete: Idempotent = "DELETE FROM archive_prefs WHERE owner = ?";
+
+    // Hosted domains (virtual hosting).
+    hosted_put: Idempotent = "INSERT INTO domains (shard, domain, registration_open, \
+        archive_retention_days, max_accounts, max_sessions_per_account, offline_quota, removed, \
+        updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, false, ?)";
+    hosted_get: Idempotent = "SELECT domain, registration_open, archive_retention_days, \
+        max_accounts, max_sessions_per_account, offline_quota, removed, updated_ms FROM domains \
+        WHERE shard = ? AND domain = ?";
+    hosted_list: Idempotent = "SELECT domain, registration_open, archive_retention_days, \
+        max_accounts, max_sessions_per_account, offline_quota, removed, updated_ms FROM domains \
+        WHERE shard = ?";
+    hosted_remove: Lwt = "UPDATE domains SET removed = true, updated_ms = ? WHERE shard = ? \
+        AND domain = ? IF EXISTS";
+    hosted_delete: Idempotent = "DELETE FROM domains WHERE shard = ? AND domain = ?";
+    hosted_version_set: Idempotent = "INSERT INTO domains_version (id, version) VALUES (?, ?)";
+    hosted_version_get: Idempotent = "SELECT version FROM domains_version WHERE id = ?";
+    account_count: Idempotent = "SELECT count(*) FROM accounts_by_domain WHERE domain = ? \
+        AND shard = ?";
 }
 
 #[cfg(test)]
@@ -224,6 +242,8 @@ mod tests {
         ("archive_with_buckets", &["owner"]),
         ("archive_owners", &["domain", "shard"]),
         ("archive_prefs", &["owner"]),
+        ("domains", &["shard"]),
+        ("domains_version", &["id"]),
     ];
 
     fn table_of(cql: &str) -> &str {
