@@ -951,11 +951,27 @@ mod tests {
     }
 
     #[test]
-    fn readme_example_parses() {
+    fn readme_examples_parse() {
+        // Every ```toml block of the README is a valid config (or part of one), and the
+        // complete example sets every section.
         let text = include_str!("../../../README.md");
-        let start = text.find("```toml\n").unwrap() + 8;
-        let end = start + text[start..].find("```").unwrap();
-        let c = Config::parse(&text[start..end]).unwrap();
-        assert!(!c.server.domains.is_empty());
+        let mut rest = text;
+        let mut blocks = 0;
+        let mut complete = false;
+        while let Some(i) = rest.find("```toml\n") {
+            let body = &rest[i + 8..];
+            let end = body.find("```").unwrap();
+            let c = Config::parse(&body[..end])
+                .unwrap_or_else(|e| panic!("README toml block {blocks}: {e}"));
+            complete |= body[..end].contains("[server]")
+                && body[..end].contains("[cluster]")
+                && body[..end].contains("[storage]");
+            if complete {
+                assert!(!c.server.domains.is_empty());
+            }
+            blocks += 1;
+            rest = &body[end..];
+        }
+        assert!(blocks >= 2 && complete, "{blocks} blocks, complete example: {complete}");
     }
 }
