@@ -972,6 +972,9 @@ mod tests {
             blocks += 1;
             rest = &body[end..];
         }
-        assert!(blocks >= 2 && complete, "{blocks} blocks, complete example: {complete}");
+        assert!(
+            blocks >= 2 && complete,
+            "{blocks} blocks, complete example: {complete}"
+        );
     }
 }
