@@ -178,6 +178,19 @@ key = {{ printf "/etc/relais/tls/%s/tls.key" $dir | toJson }}
 {{- include "relais.toml.table" $c.session }}
 {{- end }}
 
+{{- if and (or (eq .role "all") (eq .role "session")) $v.scylla.hosts }}
+
+[storage]
+backend = "scylla"
+hosts = {{ include "relais.toml.value" $v.scylla.hosts }}
+keyspace = {{ toJson $v.scylla.keyspace }}
+replication_factor = {{ int64 ($v.scylla.replicationFactor | default 3) }}
+consistency = {{ toJson ($v.scylla.consistency | default "local_quorum") }}
+{{- with $v.scylla.localDatacenter }}
+local_datacenter = {{ toJson . }}
+{{- end }}
+{{- end }}
+
 [log]
 level = {{ toJson $c.log.level }}
 
