@@ -152,6 +152,37 @@ impl Client {
         c
     }
 
+    /// Like [`Client::connect_starttls`], but `None` when the server refuses the stream's
+    /// domain with a stream error (for example `<host-unknown/>` before it learned of it).
+    pub async fn try_connect_starttls(
+        addr: SocketAddr,
+        domain: &str,
+        cert: Vec<u8>,
+    ) -> Option<Client> {
+        let mut c = Client::tcp(addr, domain, cert).await;
+        let header = format!(
+            "<?xml version='1.0'?><stream:stream to='{domain}' version='1.0' xml:lang='en' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
+        );
+        c.send_raw(header.as_bytes()).await;
+        match c.next_event().await {
+            Some(StreamEvent::Open(_)) => {}
+            other => panic!("expected a stream header, got {other:?}"),
+        }
+        match c.recv().await {
+            Incoming::Stanza(f) if f.is("features", ns::STREAM) => c.features = Some(f),
+            Incoming::StreamError(_) | Incoming::Closed => return None,
+            Incoming::Stanza(other) => panic!("expected features, got {other}"),
+        }
+        c.send(&Element::new("starttls", ns::TLS)).await;
+        let proceed = c.recv_stanza().await;
+        assert!(
+            proceed.is("proceed", ns::TLS),
+            "expected proceed, got {proceed}"
+        );
+        c.upgrade(&[], false).await;
+        Some(c)
+    }
+
     /// Connects to the plain port and opens the stream, without TLS.
     pub async fn connect_plain(addr: SocketAddr, domain: &str, cert: Vec<u8>) -> Client {
         let mut c = Client::tcp(addr, domain, cert).await;

@@ -629,3 +629,101 @@ async fn a_domain_added_over_the_api_serves_clients_until_it_is_removed() {
     // Purge deletes the accounts the removal kept.
     admin.purge_domain("shop.example").await.unwrap();
 }
+
+/// In the cluster harness: a domain added through a session node's admin API reaches every
+/// role (the edges learn it from a session node), and two users of it on different edges and
+/// different session nodes chat; removing it ends both sessions with `<host-gone/>`.
+#[tokio::test]
+async fn a_domain_added_over_the_api_reaches_every_node_of_a_cluster() {
+    use tests::client::{Client, body, chat};
+    use tests::cluster::{Cluster, ClusterOpts};
+    let extra = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n\n[[admin.tokens]]\nsha256 = \"{}\"\nscope = \"global\"\n",
+        sha256_hex(GLOBAL)
+    );
+    let c = Cluster::start(ClusterOpts {
+        extra_toml: extra,
+        ..ClusterOpts::default()
+    });
+    let admin_addr = c.sessions[0].process.addr("admin");
+    let admin =
+        GrpcAdminClient::connect_lazy(format!("http://{admin_addr}"), Some(GLOBAL)).unwrap();
+    admin
+        .add_domain("team.example", DomainSettings::default())
+        .await
+        .unwrap();
+    // Two accounts of the new domain owned by different session nodes.
+    let ids: Vec<String> = c.sessions.iter().map(|n| n.id.clone()).collect();
+    let placement = tests::cluster::placement(&ids);
+    let owner = |local: &str| {
+        let j: xmpp::BareJid = format!("{local}@team.example").parse().unwrap();
+        placement.owner(&j).unwrap().id.as_str().to_owned()
+    };
+    let first = (0..100)
+        .map(|n| format!("u{n}"))
+        .find(|u| owner(u) == ids[0])
+        .unwrap();
+    let second = (0..100)
+        .map(|n| format!("u{n}"))
+        .find(|u| owner(u) == ids[1])
+        .unwrap();
+    for u in [&first, &second] {
+        admin
+            .add_account(&jid(&format!("{u}@team.example")), "pw-team")
+            .await
+            .unwrap();
+    }
+    let cert = c.dir.path().join("certs/team.example.crt");
+    let der = {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            use rustls::pki_types::pem::PemObject;
+            if let Ok(c) = rustls::pki_types::CertificateDer::from_pem_file(&cert) {
+                break c.as_ref().to_vec();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no certificate for team.example"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    // Edges poll the domain list; log in once they serve the domain.
+    let login = |edge: usize, local: String| {
+        let der = der.clone();
+        let addr = c.edge(edge);
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            loop {
+                let cl = Client::try_connect_starttls(addr, "team.example", der.clone()).await;
+                if let Some(mut cl) = cl {
+                    cl.auth_scram(&local, "pw-team", xmpp::scram::ScramHash::Sha256, false)
+                        .await
+                        .unwrap();
+                    cl.bind(Some("r")).await;
+                    cl.go_online().await;
+                    return cl;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "edge {edge} never served team.example"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let mut a = login(0, first.clone()).await;
+    let mut b = login(1, second.clone()).await;
+    a.send(&chat(&format!("{second}@team.example/r"), "across nodes"))
+        .await;
+    let m = b.recv_matching(|e| e.name() == "message").await;
+    assert_eq!(body(&m).as_deref(), Some("across nodes"));
+
+    admin.remove_domain("team.example").await.unwrap();
+    for cl in [&mut a, &mut b] {
+        assert_eq!(
+            cl.expect_stream_end().await,
+            Some(StreamErrorCondition::HostGone)
+        );
+    }
+}
