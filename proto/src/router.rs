@@ -275,12 +275,12 @@ impl RouterGrpcServer {
 
     /// The routes to add to a tonic server (see [`crate::serve`]).
     pub fn routes(&self) -> Routes {
-        Routes::new(RouterServer::new(self.clone()))
+        Routes::new(RouterServer::new(Served(self.clone())))
     }
 
     /// `routes` with this service added (to share a server with another service).
     pub fn add_to(&self, routes: Routes) -> Routes {
-        routes.add_service(RouterServer::new(self.clone()))
+        routes.add_service(RouterServer::new(Served(self.clone())))
     }
 }
 
@@ -332,13 +332,24 @@ where
     ReceiverStream::new(rx)
 }
 
+/// What serves one routed stanza: the session node's delivery or the router's relay.
 #[async_trait]
-impl RouterRpc for RouterGrpcServer {
+trait Handle: Clone + Send + Sync + 'static {
+    async fn handle(&self, req: pb::RouteRequest) -> pb::RouteReply;
+    fn stop(&self) -> watch::Receiver<bool>;
+}
+
+/// `relais.router.v1.Router` over a [`Handle`]: unary calls and streams alike.
+#[derive(Clone)]
+struct Served<H>(H);
+
+#[async_trait]
+impl<H: Handle> RouterRpc for Served<H> {
     async fn route(
         &self,
         request: Request<pb::RouteRequest>,
     ) -> Result<Response<pb::RouteReply>, Status> {
-        Ok(Response::new(self.handle(request.into_inner()).await))
+        Ok(Response::new(self.0.handle(request.into_inner()).await))
     }
 
     type RouteStreamStream = ReplyStream;
@@ -347,19 +358,24 @@ impl RouterRpc for RouterGrpcServer {
         &self,
         request: Request<Streaming<pb::RouteRequest>>,
     ) -> Result<Response<ReplyStream>, Status> {
-        let this = self.clone();
+        let h = self.0.clone();
         Ok(Response::new(serve_stream(
             request.into_inner(),
-            self.stop.subscribe(),
+            self.0.stop(),
             move |req| {
-                let this = this.clone();
-                async move { this.handle(req).await }
+                let h = h.clone();
+                async move { h.handle(req).await }
             },
         )))
     }
 }
 
-impl RouterGrpcServer {
+#[async_trait]
+impl Handle for RouterGrpcServer {
+    fn stop(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
     async fn handle(&self, req: pb::RouteRequest) -> pb::RouteReply {
         let parent = context::extract(&req.metadata);
         let el = match parse_element(&req.xml) {
@@ -416,38 +432,16 @@ impl RelayGrpcServer {
 
     /// The routes to add to a tonic server (see [`crate::serve`]).
     pub fn routes(&self) -> Routes {
-        Routes::new(RouterServer::new(self.clone()))
+        Routes::new(RouterServer::new(Served(self.clone())))
     }
 }
 
 #[async_trait]
-impl RouterRpc for RelayGrpcServer {
-    async fn route(
-        &self,
-        request: Request<pb::RouteRequest>,
-    ) -> Result<Response<pb::RouteReply>, Status> {
-        Ok(Response::new(self.handle(request.into_inner()).await))
+impl Handle for RelayGrpcServer {
+    fn stop(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
     }
 
-    type RouteStreamStream = ReplyStream;
-
-    async fn route_stream(
-        &self,
-        request: Request<Streaming<pb::RouteRequest>>,
-    ) -> Result<Response<ReplyStream>, Status> {
-        let this = self.clone();
-        Ok(Response::new(serve_stream(
-            request.into_inner(),
-            self.stop.subscribe(),
-            move |req| {
-                let this = this.clone();
-                async move { this.handle(req).await }
-            },
-        )))
-    }
-}
-
-impl RelayGrpcServer {
     async fn handle(&self, req: pb::RouteRequest) -> pb::RouteReply {
         let parent = context::extract(&req.metadata);
         let (kind, ty) = req
