@@ -39,13 +39,8 @@ async fn start() -> String {
     );
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let routes = crate::SessionGrpcServer::new(svc, storage.accounts.clone())
-        .routes()
-        .add_service(
-            crate::pb::relais::router::v1::router_server::RouterServer::new(
-                crate::RouterGrpcServer::new(Arc::new(router::LocalRouter)),
-            ),
-        );
+    let routes = crate::RouterGrpcServer::new(Arc::new(router::LocalRouter))
+        .add_to(crate::SessionGrpcServer::new(svc, storage.accounts.clone()).routes());
     tokio::spawn(crate::serve(listener, routes, std::future::pending()));
     format!("http://{addr}")
 }
