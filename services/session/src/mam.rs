@@ -35,6 +35,7 @@
 //! the form, `<metadata/>` the first and last message, `<prefs/>` get and set the
 //! preferences. Another account's archive is `<forbidden/>`.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use storage::{
@@ -122,12 +123,28 @@ impl LocalSessionService {
     /// Whether `owner`'s preferences let a message with `with` be archived. Called under
     /// the owner's lock (the roster cache is read through it).
     async fn wants(&self, user: &UserGuard<'_>, with: &BareJid) -> Result<bool, StorageError> {
-        let prefs = self
-            .storage
-            .archive
-            .get_prefs(user.bare())
-            .await?
-            .unwrap_or_default();
+        let cached = user
+            .archive_prefs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let prefs = match cached {
+            Some(p) => p,
+            None => {
+                let p = Arc::new(
+                    self.storage
+                        .archive
+                        .get_prefs(user.bare())
+                        .await?
+                        .unwrap_or_default(),
+                );
+                *user
+                    .archive_prefs
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::clone(&p));
+                p
+            }
+        };
         if prefs.never.contains(with) {
             return Ok(false);
         }
@@ -272,10 +289,19 @@ impl LocalSessionService {
             ("prefs", true) => match Prefs::try_from(payload) {
                 Ok(p) => {
                     let stored = to_storage_prefs(p);
+                    // Under the user's lock, so an archiving decision never reads the old
+                    // preferences once the new ones are acknowledged.
+                    let user = self.users.lock(&from.bare()).await;
                     self.storage
                         .archive
                         .set_prefs(&from.bare(), &stored)
                         .await?;
+                    *user
+                        .archive_prefs
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                        Some(Arc::new(stored.clone()));
+                    drop(user);
                     tracing::debug!(jid = %from, "archive preferences set");
                     q.push_back(iq_result(st, Some(from_storage_prefs(stored).into())));
                 }

@@ -89,6 +89,9 @@ pub(crate) struct User {
     /// Loaded lazily (at the first presence broadcast or roster request) and kept coherent:
     /// every roster write for this user happens under this user's lock.
     pub roster: Option<Box<Roster>>,
+    /// XEP-0313 preferences, read once per live entry and rewritten (under this user's lock)
+    /// when the user sets them, so archiving does not ask the storage for every message.
+    pub archive_prefs: Mutex<Option<Arc<storage::ArchivePrefs>>>,
     /// Set when the entry left the map; a task that waited on this lock retries.
     removed: bool,
 }
