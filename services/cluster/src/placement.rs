@@ -56,6 +56,25 @@ impl Placement {
         best.map(|(_, m)| m)
     }
 
+    /// The `n` members with the highest weights for `key`, best first: the owner, then the
+    /// member that would own the key if the owner were gone, and so on (removing a member
+    /// never reorders the others, so this is the failover order). One weight per member.
+    pub fn ranked(&self, key: &[u8], n: usize) -> Vec<&Member> {
+        let mut weighted: Vec<(u64, usize)> = self
+            .members
+            .iter()
+            .enumerate()
+            .map(|(i, (seed, _))| (xxh3_64_with_seed(key, *seed), i))
+            .collect();
+        // Highest weight first; ties go to the smaller id (the lower index), as in `owner`.
+        weighted.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        weighted
+            .into_iter()
+            .take(n)
+            .filter_map(|(_, i)| self.members.get(i).map(|(_, m)| m))
+            .collect()
+    }
+
     pub fn members(&self) -> impl ExactSizeIterator<Item = &Member> {
         self.members.iter().map(|(_, m)| m)
     }
@@ -76,6 +95,27 @@ mod tests {
 
     use super::*;
     use crate::node::{NodeId, Role};
+
+    #[test]
+    fn ranking_is_the_failover_order() {
+        let all: Vec<Member> = (0..6).map(|i| member(&format!("node-{i}"))).collect();
+        let p = Placement::new(all.clone());
+        for k in 0..300 {
+            let key = format!("user{k}@example.org");
+            let ranked = p.ranked(key.as_bytes(), 6);
+            assert_eq!(ranked.len(), 6);
+            assert_eq!(Some(ranked[0]), p.owner_of_key(key.as_bytes()));
+            // Each next member owns the key once the ones before it are gone.
+            let mut left = all.clone();
+            for expected in &ranked {
+                let q = Placement::new(left.clone());
+                assert_eq!(q.owner_of_key(key.as_bytes()), Some(*expected));
+                left.retain(|m| m.id != expected.id);
+            }
+            assert_eq!(p.ranked(key.as_bytes(), 2), ranked[..2]);
+        }
+        assert!(Placement::default().ranked(b"x", 3).is_empty());
+    }
 
     fn member(id: &str) -> Member {
         Member::new(

@@ -131,17 +131,7 @@ impl View {
 
     /// The owner of `key` in `placement`, then the owners if the previous ones were gone.
     fn ranked(placement: &Placement, key: &[u8], n: usize) -> Vec<Member> {
-        let mut members: Vec<Member> = placement.members().cloned().collect();
-        let mut out = Vec::new();
-        while out.len() < n && !members.is_empty() {
-            let p = Placement::new(members.iter().cloned());
-            let Some(m) = p.owner_of_key(key).cloned() else {
-                break;
-            };
-            members.retain(|x| x.id != m.id);
-            out.push(m);
-        }
-        out
+        placement.ranked(key, n).into_iter().cloned().collect()
     }
 
     fn session_candidates(&self, account: &BareJid) -> Vec<Member> {
