@@ -216,12 +216,54 @@ pub struct OfflineMessage {
     pub xml: String,
 }
 
+/// How much one account may hold in offline storage: a count and a size (the bytes of the
+/// stored XML), whichever is reached first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OfflineQuota {
+    pub messages: usize,
+    pub bytes: usize,
+}
+
+impl OfflineQuota {
+    /// A quota on the count alone.
+    pub const fn messages(messages: usize) -> Self {
+        OfflineQuota {
+            messages,
+            bytes: usize::MAX,
+        }
+    }
+
+    /// Whether an owner holding `held` messages of `held_bytes` in all may take one more of
+    /// `size` bytes.
+    pub fn admits(&self, held: usize, held_bytes: usize, size: usize) -> bool {
+        held < self.messages && held_bytes.saturating_add(size) <= self.bytes
+    }
+}
+
 #[async_trait]
 pub trait OfflineStore: Send + Sync + 'static {
-    /// Appends, unless the owner already holds `quota` messages (`QuotaExceeded`).
-    async fn push(&self, owner: &BareJid, stamp_ms: u64, xml: &str, quota: usize) -> Result<u64>;
+    /// Appends, unless the owner's messages with this one would pass `quota` in count or in
+    /// bytes (`QuotaExceeded`).
+    async fn push(
+        &self,
+        owner: &BareJid,
+        stamp_ms: u64,
+        xml: &str,
+        quota: OfflineQuota,
+    ) -> Result<u64>;
     /// Every stored message, oldest first (not removed).
     async fn list(&self, owner: &BareJid) -> Result<Vec<OfflineMessage>>;
+    /// One page of the stored messages, oldest first: those with an id greater than `after`,
+    /// at most `max_messages`, and no more once they add up to `max_bytes` of XML (but always
+    /// the first one, whatever its size, so a page is never empty while messages remain).
+    /// Reads only the rows it returns (and one more at most).
+    async fn list_page(
+        &self,
+        owner: &BareJid,
+        after: u64,
+        max_messages: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<OfflineMessage>>;
     /// Removes the messages with id <= `up_to` (after they were delivered).
     async fn remove_up_to(&self, owner: &BareJid, up_to: u64) -> Result<()>;
     async fn count(&self, owner: &BareJid) -> Result<usize>;

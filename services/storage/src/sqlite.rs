@@ -42,8 +42,8 @@ use xmpp::BareJid;
 use xmpp::scram::{ScramHash, ScramKeys};
 
 use crate::{
-    AccountStore, Credentials, OfflineMessage, OfflineStore, Result, RosterItem, RosterStore,
-    Storage, StorageError, Subscription, VcardStore,
+    AccountStore, Credentials, OfflineMessage, OfflineQuota, OfflineStore, Result, RosterItem,
+    RosterStore, Storage, StorageError, Subscription, VcardStore,
 };
 
 mod archive;
@@ -171,6 +171,14 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         version INTEGER NOT NULL
     );
     INSERT INTO domains_version (id, version) VALUES (0, 0);
+    "#,
+    // 4: the size of each offline message, so the quota counts bytes as well as messages.
+    // The owner index covers it: checking a quota never reads the messages themselves.
+    r#"
+    ALTER TABLE offline_messages ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
+    UPDATE offline_messages SET size = length(CAST(xml AS BLOB));
+    DROP INDEX offline_by_owner;
+    CREATE INDEX offline_by_owner ON offline_messages (owner, id, size);
     "#,
 ];
 
@@ -867,28 +875,37 @@ impl RosterStore for SqliteStore {
 
 #[async_trait]
 impl OfflineStore for SqliteStore {
-    async fn push(&self, owner: &BareJid, stamp_ms: u64, xml: &str, quota: usize) -> Result<u64> {
+    async fn push(
+        &self,
+        owner: &BareJid,
+        stamp_ms: u64,
+        xml: &str,
+        quota: OfflineQuota,
+    ) -> Result<u64> {
         let owner = owner.as_str().to_owned();
         let xml = xml.to_owned();
         self.call(move |conn| {
             let tx = immediate(conn)?;
-            let held: i64 = tx
+            let (held, held_bytes): (i64, i64) = tx
                 .query_row(
-                    "SELECT count(*) FROM offline_messages WHERE owner = ?1",
+                    "SELECT count(*), coalesce(sum(size), 0) FROM offline_messages
+                     WHERE owner = ?1",
                     [&owner],
-                    |r| r.get(0),
+                    |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .map_err(db_err)?;
             let held = usize::try_from(held).unwrap_or(0);
-            if held >= quota {
-                tracing::debug!(owner = %owner, held, quota, "offline quota reached");
+            let held_bytes = usize::try_from(held_bytes).unwrap_or(0);
+            if !quota.admits(held, held_bytes, xml.len()) {
+                tracing::debug!(owner = %owner, held, held_bytes, ?quota, "offline quota reached");
                 return Err(StorageError::QuotaExceeded);
             }
+            let size = i64::try_from(xml.len()).unwrap_or(i64::MAX);
             let id: i64 = tx
                 .query_row(
-                    "INSERT INTO offline_messages (owner, stamp_ms, xml) VALUES (?1, ?2, ?3)
-                     RETURNING id",
-                    params![owner, to_sql_u64(stamp_ms), xml],
+                    "INSERT INTO offline_messages (owner, stamp_ms, xml, size)
+                     VALUES (?1, ?2, ?3, ?4) RETURNING id",
+                    params![owner, to_sql_u64(stamp_ms), xml, size],
                     |r| r.get(0),
                 )
                 .map_err(db_err)?;
@@ -901,26 +918,41 @@ impl OfflineStore for SqliteStore {
     }
 
     async fn list(&self, owner: &BareJid) -> Result<Vec<OfflineMessage>> {
+        self.list_page(owner, 0, usize::MAX, usize::MAX).await
+    }
+
+    async fn list_page(
+        &self,
+        owner: &BareJid,
+        after: u64,
+        max_messages: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<OfflineMessage>> {
         let owner = owner.as_str().to_owned();
         self.call(move |conn| {
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT id, stamp_ms, xml FROM offline_messages WHERE owner = ?1
-                     ORDER BY id",
+                    "SELECT id, stamp_ms, xml FROM offline_messages WHERE owner = ?1 AND id > ?2
+                     ORDER BY id LIMIT ?3",
                 )
                 .map_err(db_err)?;
-            let rows = stmt
-                .query_map([&owner], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, String>(2)?,
-                    ))
-                })
+            let limit = i64::try_from(max_messages).unwrap_or(i64::MAX);
+            let mut rows = stmt
+                .query(params![owner, to_sql_u64(after), limit])
                 .map_err(db_err)?;
             let mut out = Vec::new();
-            for row in rows {
-                let (id, stamp_ms, xml) = row.map_err(db_err)?;
+            let mut bytes = 0usize;
+            // Row by row, so nothing past the page is read.
+            while let Some(row) = rows.next().map_err(db_err)? {
+                let (id, stamp_ms, xml) = (
+                    row.get::<_, i64>(0).map_err(db_err)?,
+                    row.get::<_, i64>(1).map_err(db_err)?,
+                    row.get::<_, String>(2).map_err(db_err)?,
+                );
+                bytes = bytes.saturating_add(xml.len());
+                if !out.is_empty() && bytes > max_bytes {
+                    break;
+                }
                 out.push(OfflineMessage {
                     id: from_sql_u64(id, "offline message id")?,
                     stamp_ms: from_sql_u64(stamp_ms, "offline message stamp")?,

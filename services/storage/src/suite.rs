@@ -24,8 +24,8 @@ use xmpp::scram::{ScramHash, ScramKeys};
 
 use crate::{
     ArchiveDefault, ArchiveFilter, ArchivePage, ArchivePrefs, ArchiveResult, Credentials,
-    Direction, DomainSettings, NewArchived, Result, RosterItem, Storage, StorageError,
-    Subscription,
+    Direction, DomainSettings, NewArchived, OfflineQuota, Result, RosterItem, Storage,
+    StorageError, Subscription,
 };
 
 /// Opens a new handle on the same data as the backend's `storage`.
@@ -78,6 +78,8 @@ macro_rules! storage_test_suite {
                 offline_push_and_list_order,
                 offline_quota_exact_boundary,
                 offline_remove_up_to,
+                offline_quota_counts_bytes,
+                offline_pages,
                 vcard_set_replace_get,
                 concurrent_writers,
                 offline_expire_removes_only_older,
@@ -559,7 +561,12 @@ pub async fn delete_account_cascades(s: &Storage) {
         it.groups = vec!["G".into()];
         s.rosters.put_item(j, &it).await.unwrap();
         s.offline
-            .push(j, 1, "<message xmlns='jabber:client'/>", 10)
+            .push(
+                j,
+                1,
+                "<message xmlns='jabber:client'/>",
+                OfflineQuota::messages(10),
+            )
             .await
             .unwrap();
         s.vcards
@@ -625,10 +632,18 @@ pub async fn offline_push_and_list_order(s: &Storage) {
     ];
     let mut ids = Vec::new();
     for (i, (stamp, xml)) in bodies.iter().enumerate() {
-        ids.push(s.offline.push(&alice, *stamp, xml, 100).await.unwrap());
+        ids.push(
+            s.offline
+                .push(&alice, *stamp, xml, OfflineQuota::messages(100))
+                .await
+                .unwrap(),
+        );
         if i == 0 {
             // Interleave another owner's message.
-            s.offline.push(&bob, 5, "<message/>", 100).await.unwrap();
+            s.offline
+                .push(&bob, 5, "<message/>", OfflineQuota::messages(100))
+                .await
+                .unwrap();
         }
     }
     assert!(
@@ -660,13 +675,22 @@ pub async fn offline_quota_exact_boundary(s: &Storage) {
     for i in 0..quota {
         ids.push(
             s.offline
-                .push(&alice, i as u64, &format!("<m n='{i}'/>"), quota)
+                .push(
+                    &alice,
+                    i as u64,
+                    &format!("<m n='{i}'/>"),
+                    OfflineQuota::messages(quota),
+                )
                 .await
                 .unwrap(),
         );
     }
     assert_eq!(s.offline.count(&alice).await.unwrap(), quota);
-    match s.offline.push(&alice, 99, "<over/>", quota).await {
+    match s
+        .offline
+        .push(&alice, 99, "<over/>", OfflineQuota::messages(quota))
+        .await
+    {
         Err(StorageError::QuotaExceeded) => {}
         other => panic!("expected QuotaExceeded, got {other:?}"),
     }
@@ -680,23 +704,41 @@ pub async fn offline_quota_exact_boundary(s: &Storage) {
             .all(|m| m.xml != "<over/>")
     );
     // A larger quota lets one more in; the quota is per owner.
-    s.offline.push(&alice, 4, "<m/>", quota + 1).await.unwrap();
     s.offline
-        .push(&jid("bob@example.com"), 1, "<m/>", 1)
+        .push(&alice, 4, "<m/>", OfflineQuota::messages(quota + 1))
+        .await
+        .unwrap();
+    s.offline
+        .push(
+            &jid("bob@example.com"),
+            1,
+            "<m/>",
+            OfflineQuota::messages(1),
+        )
         .await
         .unwrap();
     // Freeing one slot admits exactly one message.
     s.offline.remove_up_to(&alice, ids[1]).await.unwrap();
     assert_eq!(s.offline.count(&alice).await.unwrap(), 2);
-    s.offline.push(&alice, 5, "<m/>", quota).await.unwrap();
+    s.offline
+        .push(&alice, 5, "<m/>", OfflineQuota::messages(quota))
+        .await
+        .unwrap();
     assert_err(
-        s.offline.push(&alice, 6, "<m/>", quota).await,
+        s.offline
+            .push(&alice, 6, "<m/>", OfflineQuota::messages(quota))
+            .await,
         crate::ErrorCode::QuotaExceeded,
     );
     // A zero quota admits nothing.
     assert_err(
         s.offline
-            .push(&jid("carol@example.com"), 1, "<m/>", 0)
+            .push(
+                &jid("carol@example.com"),
+                1,
+                "<m/>",
+                OfflineQuota::messages(0),
+            )
             .await,
         crate::ErrorCode::QuotaExceeded,
     );
@@ -708,9 +750,18 @@ pub async fn offline_remove_up_to(s: &Storage) {
     let bob = jid("bob@example.com");
     let mut ids = Vec::new();
     for i in 0..5u64 {
-        ids.push(s.offline.push(&alice, i, "<m/>", 100).await.unwrap());
+        ids.push(
+            s.offline
+                .push(&alice, i, "<m/>", OfflineQuota::messages(100))
+                .await
+                .unwrap(),
+        );
     }
-    let bob_id = s.offline.push(&bob, 0, "<b/>", 100).await.unwrap();
+    let bob_id = s
+        .offline
+        .push(&bob, 0, "<b/>", OfflineQuota::messages(100))
+        .await
+        .unwrap();
 
     s.offline.remove_up_to(&alice, ids[2]).await.unwrap();
     let left: Vec<u64> = s
@@ -732,9 +783,112 @@ pub async fn offline_remove_up_to(s: &Storage) {
     // Ids are never reused after removal.
     s.offline.remove_up_to(&alice, u64::MAX).await.unwrap();
     assert_eq!(s.offline.count(&alice).await.unwrap(), 0);
-    let next = s.offline.push(&alice, 9, "<m/>", 100).await.unwrap();
+    let next = s
+        .offline
+        .push(&alice, 9, "<m/>", OfflineQuota::messages(100))
+        .await
+        .unwrap();
     assert!(next > ids[4] && next > bob_id);
     assert_eq!(s.offline.count(&bob).await.unwrap(), 1);
+}
+
+pub async fn offline_quota_counts_bytes(s: &Storage) {
+    let alice = jid("alice@example.com");
+    let quota = OfflineQuota {
+        messages: 100,
+        bytes: 100,
+    };
+    let forty = "x".repeat(40);
+    s.offline.push(&alice, 1, &forty, quota).await.unwrap();
+    s.offline.push(&alice, 2, &forty, quota).await.unwrap();
+    // 80 held + 40 would pass 100 bytes, though only 2 of 100 messages are held.
+    assert_eq!(
+        s.offline
+            .push(&alice, 3, &forty, quota)
+            .await
+            .map_err(|e| e.code()),
+        Err(crate::ErrorCode::QuotaExceeded)
+    );
+    // Exactly up to the byte quota is allowed.
+    s.offline
+        .push(&alice, 4, &"y".repeat(20), quota)
+        .await
+        .unwrap();
+    assert_eq!(s.offline.count(&alice).await.unwrap(), 3);
+    // One message larger than the whole quota never fits, even in an empty queue.
+    let bob = jid("bob@example.com");
+    assert_eq!(
+        s.offline
+            .push(&bob, 1, &"z".repeat(101), quota)
+            .await
+            .map_err(|e| e.code()),
+        Err(crate::ErrorCode::QuotaExceeded)
+    );
+    // Removal frees the bytes.
+    let first = s.offline.list(&alice).await.unwrap()[0].id;
+    s.offline.remove_up_to(&alice, first).await.unwrap();
+    s.offline.push(&alice, 5, &forty, quota).await.unwrap();
+}
+
+pub async fn offline_pages(s: &Storage) {
+    let alice = jid("alice@example.com");
+    let bob = jid("bob@example.com");
+    let mut ids = Vec::new();
+    for i in 0..10u64 {
+        let xml = format!("<m n='{i}'>{}</m>", "p".repeat(90));
+        ids.push(
+            s.offline
+                .push(&alice, i, &xml, OfflineQuota::messages(100))
+                .await
+                .unwrap(),
+        );
+    }
+    s.offline
+        .push(&bob, 0, "<b/>", OfflineQuota::messages(100))
+        .await
+        .unwrap();
+    let page_ids = |p: &[crate::OfflineMessage]| p.iter().map(|m| m.id).collect::<Vec<_>>();
+    // By count.
+    let p = s.offline.list_page(&alice, 0, 3, usize::MAX).await.unwrap();
+    assert_eq!(page_ids(&p), ids[..3].to_vec());
+    assert_eq!(p[0].stamp_ms, 0);
+    // After a cursor.
+    let p = s
+        .offline
+        .list_page(&alice, ids[2], 3, usize::MAX)
+        .await
+        .unwrap();
+    assert_eq!(page_ids(&p), ids[3..6].to_vec());
+    // By bytes: each message is a little over 100 bytes, so 250 bytes hold two.
+    let p = s.offline.list_page(&alice, ids[5], 100, 250).await.unwrap();
+    assert_eq!(page_ids(&p), ids[6..8].to_vec());
+    // The first message always comes, whatever its size.
+    let p = s.offline.list_page(&alice, ids[7], 100, 1).await.unwrap();
+    assert_eq!(page_ids(&p), ids[8..9].to_vec());
+    // The end.
+    let p = s
+        .offline
+        .list_page(&alice, ids[8], 100, usize::MAX)
+        .await
+        .unwrap();
+    assert_eq!(page_ids(&p), ids[9..].to_vec());
+    assert!(
+        s.offline
+            .list_page(&alice, ids[9], 100, usize::MAX)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Pages cover the whole queue once, in order, and never another owner's messages.
+    let mut seen = Vec::new();
+    let mut after = 0;
+    loop {
+        let p = s.offline.list_page(&alice, after, 4, 300).await.unwrap();
+        let Some(last) = p.last() else { break };
+        after = last.id;
+        seen.extend(page_ids(&p));
+    }
+    assert_eq!(seen, ids);
 }
 
 pub async fn vcard_set_replace_get(s: &Storage) {
@@ -776,7 +930,12 @@ pub async fn concurrent_writers(s: &Storage) {
             let mut versions = Vec::new();
             for i in 0..PER_TASK {
                 let xml = format!("<message id='{t}-{i}'/>");
-                ids.push(s.offline.push(&owner, 1, &xml, usize::MAX).await.unwrap());
+                ids.push(
+                    s.offline
+                        .push(&owner, 1, &xml, OfflineQuota::messages(usize::MAX))
+                        .await
+                        .unwrap(),
+                );
                 let contact = jid(&format!("c{t}-{i}@example.com"));
                 versions.push(
                     s.rosters
@@ -830,7 +989,11 @@ pub async fn durable_across_reopen(backend: TestBackend) {
 
     s.accounts.create_account(&alice, &creds(7)).await.unwrap();
     let version = s.rosters.put_item(&alice, &it).await.unwrap();
-    let id = s.offline.push(&alice, 42, "<message/>", 10).await.unwrap();
+    let id = s
+        .offline
+        .push(&alice, 42, "<message/>", OfflineQuota::messages(10))
+        .await
+        .unwrap();
     s.vcards
         .set_vcard(&alice, "<vCard xmlns='vcard-temp'/>")
         .await
@@ -871,7 +1034,13 @@ pub async fn durable_across_reopen(backend: TestBackend) {
             .unwrap()
             > version
     );
-    assert!(s.offline.push(&alice, 43, "<m/>", 10).await.unwrap() > id);
+    assert!(
+        s.offline
+            .push(&alice, 43, "<m/>", OfflineQuota::messages(10))
+            .await
+            .unwrap()
+            > id
+    );
 
     // And a second reopen sees the writes of the first.
     drop(s);
@@ -887,12 +1056,23 @@ pub async fn offline_expire_removes_only_older(s: &Storage) {
     let bob = jid("bob@example.com");
     for stamp in [100u64, 200, 300, 400] {
         s.offline
-            .push(&alice, stamp, &format!("<m s='{stamp}'/>"), 100)
+            .push(
+                &alice,
+                stamp,
+                &format!("<m s='{stamp}'/>"),
+                OfflineQuota::messages(100),
+            )
             .await
             .unwrap();
     }
-    s.offline.push(&bob, 150, "<b/>", 100).await.unwrap();
-    s.offline.push(&bob, 350, "<b2/>", 100).await.unwrap();
+    s.offline
+        .push(&bob, 150, "<b/>", OfflineQuota::messages(100))
+        .await
+        .unwrap();
+    s.offline
+        .push(&bob, 350, "<b2/>", OfflineQuota::messages(100))
+        .await
+        .unwrap();
     // Strictly older than the cutoff: the message stamped 300 stays.
     assert_eq!(s.offline.expire(300).await.unwrap(), 3);
     let left: Vec<u64> = s
@@ -912,7 +1092,12 @@ pub async fn offline_expire_removes_only_older(s: &Storage) {
     let carol = jid("carol@example.com");
     for i in 0..2500u64 {
         s.offline
-            .push(&carol, 10 + i % 7, "<m/>", usize::MAX)
+            .push(
+                &carol,
+                10 + i % 7,
+                "<m/>",
+                OfflineQuota::messages(usize::MAX),
+            )
             .await
             .unwrap();
     }
@@ -1632,7 +1817,12 @@ pub async fn domains_purge_deletes_accounts(s: &Storage) {
     for j in [&alice, &bob, &other] {
         s.accounts.create_account(j, &creds(1)).await.unwrap();
         s.offline
-            .push(j, 1, "<message xmlns='jabber:client'/>", 10)
+            .push(
+                j,
+                1,
+                "<message xmlns='jabber:client'/>",
+                OfflineQuota::messages(10),
+            )
             .await
             .unwrap();
         s.rosters

@@ -12,8 +12,8 @@ use super::rows::{
 };
 use super::{CAS_ATTEMPTS, ScyllaStore, now_ms, to_i64, ttl_for, unavailable};
 use crate::{
-    AccountStore, Credentials, OfflineMessage, OfflineStore, Result, RosterItem, RosterStore,
-    StorageError, VcardStore,
+    AccountStore, Credentials, OfflineMessage, OfflineQuota, OfflineStore, Result, RosterItem,
+    RosterStore, StorageError, VcardStore,
 };
 
 /// Offline messages deleted per statement by `expire`.
@@ -105,6 +105,7 @@ impl AccountStore for ScyllaStore {
         // The data first: a failure leaves the account in place, so the deletion is retried.
         self.exec(&self.st.roster_delete_all, (key,)).await?;
         self.exec(&self.st.offline_delete_all, (key,)).await?;
+        self.exec(&self.st.offline_sizes_delete_all, (key,)).await?;
         self.exec(&self.st.offline_owner_delete, (shard_of(key), key))
             .await?;
         self.exec(&self.st.vcard_delete, (key,)).await?;
@@ -242,22 +243,38 @@ impl ScyllaStore {
 
 #[async_trait]
 impl OfflineStore for ScyllaStore {
-    async fn push(&self, owner: &BareJid, stamp_ms: u64, xml: &str, quota: usize) -> Result<u64> {
+    async fn push(
+        &self,
+        owner: &BareJid,
+        stamp_ms: u64,
+        xml: &str,
+        quota: OfflineQuota,
+    ) -> Result<u64> {
         let key = owner.as_str();
-        if quota == 0 {
+        if !quota.admits(0, 0, xml.len()) {
             return Err(StorageError::QuotaExceeded);
         }
         // One row more than the quota tells whether it is reached; the static-only row of an
-        // emptied queue may take one more.
-        let limit = i32::try_from(quota.saturating_add(2)).unwrap_or(i32::MAX);
+        // emptied queue may take one more. Only ids and sizes are read, never the messages.
+        let limit = i32::try_from(quota.messages.saturating_add(2)).unwrap_or(i32::MAX);
+        let size = i32::try_from(xml.len()).unwrap_or(i32::MAX);
         let ttl = ttl_for(stamp_ms, self.offline_ttl, now_ms());
         for attempt in 0..CAS_ATTEMPTS {
             let head: Vec<(Option<i64>, Option<i64>)> =
                 self.rows(&self.st.offline_head, (key, limit)).await?;
             let current = head.first().and_then(|r| r.0);
-            let held = head.iter().filter(|r| r.1.is_some()).count();
-            if held >= quota {
-                tracing::debug!(owner = %key, held, quota, "offline quota reached");
+            let ids: std::collections::HashSet<i64> = head.iter().filter_map(|r| r.1).collect();
+            let held = ids.len();
+            let sizes: Vec<(i64, Option<i32>)> =
+                self.rows(&self.st.offline_sizes, (key, limit)).await?;
+            // Messages without a size row count as empty; sizes of removed messages not at all.
+            let held_bytes = sizes
+                .iter()
+                .filter(|(id, _)| ids.contains(id))
+                .map(|(_, size)| usize::try_from(size.unwrap_or(0)).unwrap_or(0))
+                .fold(0usize, usize::saturating_add);
+            if !quota.admits(held, held_bytes, xml.len()) {
+                tracing::debug!(owner = %key, held, held_bytes, ?quota, "offline quota reached");
                 return Err(StorageError::QuotaExceeded);
             }
             let last = match current {
@@ -278,6 +295,8 @@ impl OfflineStore for ScyllaStore {
                 )
                 .await?;
             if applied {
+                self.exec(&self.st.offline_size_insert, (key, to_i64(id), size, ttl))
+                    .await?;
                 self.exec(&self.st.offline_owner_insert, (shard_of(key), key))
                     .await?;
                 tracing::debug!(owner = %key, id, "offline message stored");
@@ -301,9 +320,42 @@ impl OfflineStore for ScyllaStore {
         Ok(out)
     }
 
+    async fn list_page(
+        &self,
+        owner: &BareJid,
+        after: u64,
+        max_messages: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<OfflineMessage>> {
+        let limit = i32::try_from(max_messages.max(1)).unwrap_or(i32::MAX);
+        let rows: Vec<OfflineRow> = self
+            .rows(
+                &self.st.offline_page,
+                (owner.as_str(), to_i64(after), limit),
+            )
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        let mut bytes = 0usize;
+        for row in rows {
+            if let Some(m) = offline_from_row(row)? {
+                bytes = bytes.saturating_add(m.xml.len());
+                if !out.is_empty() && bytes > max_bytes {
+                    break;
+                }
+                out.push(m);
+            }
+        }
+        Ok(out)
+    }
+
     async fn remove_up_to(&self, owner: &BareJid, up_to: u64) -> Result<()> {
         self.exec(
             &self.st.offline_remove_up_to,
+            (owner.as_str(), to_i64(up_to)),
+        )
+        .await?;
+        self.exec(
+            &self.st.offline_sizes_remove_up_to,
             (owner.as_str(), to_i64(up_to)),
         )
         .await?;
@@ -334,6 +386,8 @@ impl OfflineStore for ScyllaStore {
                     .collect();
                 for chunk in victims.chunks(EXPIRE_CHUNK) {
                     self.exec(&self.st.offline_delete_ids, (owner.as_str(), chunk))
+                        .await?;
+                    self.exec(&self.st.offline_sizes_delete_ids, (owner.as_str(), chunk))
                         .await?;
                 }
                 total += victims.len() as u64;

@@ -16,6 +16,10 @@ use crate::{Result, StorageError};
 const FILES: &[(&str, &str)] = &[
     ("001_initial.cql", include_str!("../../cql/001_initial.cql")),
     ("002_domains.cql", include_str!("../../cql/002_domains.cql")),
+    (
+        "003_offline_size.cql",
+        include_str!("../../cql/003_offline_size.cql"),
+    ),
 ];
 
 /// One migration file, parsed.

@@ -97,10 +97,18 @@ statements! {
 
     // Offline queues.
     offline_head: Idempotent = "SELECT next_id, id FROM offline WHERE owner = ? LIMIT ?";
+    offline_sizes: Idempotent = "SELECT id, size FROM offline_sizes WHERE owner = ? LIMIT ?";
+    offline_size_insert: Idempotent = "INSERT INTO offline_sizes (owner, id, size) VALUES (?, ?, ?) \
+        USING TTL ?";
+    offline_sizes_remove_up_to: Idempotent = "DELETE FROM offline_sizes WHERE owner = ? AND id <= ?";
+    offline_sizes_delete_ids: Idempotent = "DELETE FROM offline_sizes WHERE owner = ? AND id IN ?";
+    offline_sizes_delete_all: Idempotent = "DELETE FROM offline_sizes WHERE owner = ?";
     offline_cas_next: Lwt = "UPDATE offline SET next_id = ? WHERE owner = ? IF next_id = ?";
     offline_insert: Idempotent = "INSERT INTO offline (owner, id, stamp_ms, xml) VALUES (?, ?, ?, ?) \
         USING TTL ?";
     offline_list: Idempotent = "SELECT id, stamp_ms, xml FROM offline WHERE owner = ?";
+    offline_page: Idempotent = "SELECT id, stamp_ms, xml FROM offline WHERE owner = ? AND id > ? \
+        LIMIT ?";
     offline_ids: Idempotent = "SELECT id FROM offline WHERE owner = ?";
     offline_remove_up_to: Idempotent = "DELETE FROM offline WHERE owner = ? AND id <= ?";
     offline_delete_ids: Idempotent = "DELETE FROM offline WHERE owner = ? AND id IN ?";
@@ -233,6 +241,7 @@ mod tests {
         ("roster", &["owner"]),
         ("offline", &["owner"]),
         ("offline_owners", &["shard"]),
+        ("offline_sizes", &["owner"]),
         ("vcards", &["owner"]),
         ("private_xml", &["owner"]),
         ("archive", &["owner", "bucket"]),
