@@ -472,6 +472,8 @@ impl Default for LimitsSection {
 #[serde(deny_unknown_fields, default)]
 pub struct SessionSection {
     pub offline_quota: usize,
+    /// XEP-0160: bytes of offline messages kept per account, next to the count.
+    pub offline_quota_bytes: usize,
     pub version_enabled: bool,
     pub max_resources: usize,
     /// XEP-0198: seconds a session whose connection was lost waits for `<resume/>`
@@ -490,6 +492,7 @@ impl Default for SessionSection {
         let s = session::SessionConfig::default();
         SessionSection {
             offline_quota: s.offline_quota,
+            offline_quota_bytes: s.offline_quota_bytes,
             version_enabled: s.version_enabled,
             max_resources: s.max_resources,
             sm_resume_secs: s.sm_resume_secs,
@@ -653,8 +656,14 @@ impl Config {
         {
             return bad("session.archive_retention_days and offline_retention_days must be at least 1 (leave them unset to keep forever)".into());
         }
-        if self.session.offline_quota == 0 || self.session.max_resources == 0 {
-            return bad("session.offline_quota and session.max_resources must be positive".into());
+        if self.session.offline_quota == 0
+            || self.session.offline_quota_bytes == 0
+            || self.session.max_resources == 0
+        {
+            return bad(
+                "session.offline_quota, session.offline_quota_bytes and session.max_resources must be positive"
+                    .into(),
+            );
         }
         self.admin.validate()?;
         for c in &self.tls.certificates {

@@ -135,6 +135,7 @@ fn session_config(cfg: &Config, v: &Validated) -> session::SessionConfig {
     session::SessionConfig {
         domains: v.domains.clone(),
         offline_quota: cfg.session.offline_quota,
+        offline_quota_bytes: cfg.session.offline_quota_bytes,
         version_enabled: cfg.session.version_enabled,
         max_resources: cfg.session.max_resources,
         sm_resume_secs: cfg.session.sm_resume_secs,

@@ -406,14 +406,20 @@ impl LocalSessionService {
             })
     }
 
-    /// The offline quota of an account of `domain`.
-    pub(crate) fn offline_quota_for(&self, domain: &str) -> usize {
-        self.registry
+    /// The offline quota of an account of `domain`: the domain's count (else the server's)
+    /// and the server's byte quota.
+    pub(crate) fn offline_quota_for(&self, domain: &str) -> storage::OfflineQuota {
+        let messages = self
+            .registry
             .settings(domain)
             .and_then(|s| s.offline_quota)
             .map_or(self.config.offline_quota, |n| {
                 usize::try_from(n).unwrap_or(usize::MAX)
-            })
+            });
+        storage::OfflineQuota {
+            messages,
+            bytes: self.config.offline_quota_bytes,
+        }
     }
 
     /// The archive retention of `domain`, days (`None`: kept forever).

@@ -239,6 +239,9 @@ pub struct SessionConfig {
     pub domains: Vec<String>,
     /// Offline messages kept per account (XEP-0160); past it the sender gets an error.
     pub offline_quota: usize,
+    /// Bytes of offline messages kept per account (the stored XML); past it the sender gets
+    /// an error as for the count.
+    pub offline_quota_bytes: usize,
     /// Answer XEP-0092 version queries.
     pub version_enabled: bool,
     /// The most bound resources per account (a domain's `max_sessions_per_account` wins).
@@ -265,6 +268,7 @@ impl Default for SessionConfig {
         SessionConfig {
             domains: vec!["localhost".to_owned()],
             offline_quota: 1000,
+            offline_quota_bytes: 10 * 1024 * 1024,
             version_enabled: true,
             max_resources: 16,
             sm_resume_secs: 300,

@@ -388,6 +388,28 @@ impl LocalSessionService {
             Err(e) => return Err(e),
         };
         let mut items = result.items;
+        let mut complete = result.complete;
+        // A stream-managed session takes a page only as large as its room (half its
+        // unacknowledged cap, less what waits), so paging never passes the cap: the page is
+        // shortened (RSM allows fewer than `max`) and the client asks for the rest.
+        let room = {
+            let user = self.users.lock(&owner).await;
+            user.resource(from)
+                .and_then(|r| r.sm.as_ref())
+                .map(|sm| sm.room())
+        };
+        if let Some((count, bytes)) = room {
+            let keep = fitting(&items, count, bytes);
+            if keep < items.len() {
+                complete = false;
+                if page.from_end || page.before.is_some() {
+                    // Paging backwards: keep the messages nearest the cursor.
+                    items.drain(..items.len() - keep);
+                } else {
+                    items.truncate(keep);
+                }
+            }
+        }
         if query.flip_page {
             items.reverse();
         }
@@ -430,7 +452,7 @@ impl LocalSessionService {
             return Ok(());
         }
         let fin = Fin {
-            complete: result.complete,
+            complete,
             stable: true,
             set: Set {
                 first,
@@ -476,6 +498,23 @@ impl LocalSessionService {
         }
         Ok(removed)
     }
+}
+
+/// How many of `items` (in page order) fit `count` stanzas and `bytes` of room: at least
+/// one, so paging always moves on.
+fn fitting(items: &[storage::ArchivedMessage], count: usize, bytes: usize) -> usize {
+    // The result wrapper (forwarded, delay, result ids) around each stored message.
+    const WRAPPER: usize = 256;
+    let mut used = 0usize;
+    let mut n = 0;
+    for m in items {
+        used = used.saturating_add(m.xml.len() + WRAPPER);
+        if n >= count.max(1) || (n > 0 && used > bytes) {
+            break;
+        }
+        n += 1;
+    }
+    n.min(items.len())
 }
 
 #[cfg(test)]

@@ -172,6 +172,7 @@ impl LocalSessionService {
         r.stale_presence = false;
         r.presence = None;
         r.offline_done = false;
+        r.offline_cursor = None;
         let directed = std::mem::take(&mut r.directed);
         let mut st = st;
         st.remove_attr("to");

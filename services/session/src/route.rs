@@ -27,6 +27,11 @@ pub(crate) type Queue = VecDeque<Element>;
 /// roster of N contacts queues about 2N stanzas).
 const MAX_ROUTED: usize = 200_000;
 
+/// Offline messages read per page at login (at most; stream-managed sessions take less).
+const OFFLINE_PAGE: usize = 100;
+/// Bytes of offline messages read per page at login, for a session without stream management.
+const OFFLINE_PAGE_BYTES: usize = 1024 * 1024;
+
 /// The `Unavailable` reason `open` gives for an account another session node owns.
 pub const NOT_OWNER: &str = "account owned by another session node";
 
@@ -393,45 +398,131 @@ impl LocalSessionService {
     }
 
     /// Delivers the stored offline messages to a resource that just became available with
-    /// a non-negative priority, each with an XEP-0203 delay, then deletes what was sent.
+    /// a non-negative priority, each with an XEP-0203 delay, a page at a time.
+    ///
+    /// Without stream management every page is sent at once and removed from storage. With
+    /// it, delivery is paced by the client's acknowledgements ([`Self::offline_step`]): a page
+    /// fills at most half of the session's unacknowledged cap, the next one goes out when the
+    /// client acknowledges, and each message stays in storage until it is acknowledged. So a
+    /// client that acknowledges receives any number of offline messages without passing the
+    /// cap, and one that never does holds at most half the cap.
     pub(crate) async fn flush_offline(
         &self,
         user: &mut UserGuard<'_>,
         to: &FullJid,
     ) -> Result<(), StorageError> {
         let bare = user.bare().clone();
-        let msgs = self.storage.offline.list(&bare).await?;
-        let Some(sink) = user.resource(to).map(|r| Arc::clone(&r.sink)) else {
+        let Some(r) = user.resource(to) else {
             return Ok(());
         };
-        let server = xmpp::BareJid::domain_only(bare.domain())
-            .ok()
-            .map(Jid::from);
-        let mut last = None;
-        for m in msgs {
-            match parse_stored(&m.xml) {
-                Some(mut el) => {
-                    let mut delay = Delay::new(server.clone(), from_ms(m.stamp_ms));
-                    delay.reason = Some("Offline Storage".to_owned());
-                    el.append_child(delay.into());
+        let (sink, sm) = (Arc::clone(&r.sink), r.sm.clone());
+        if let Some(sm) = sm {
+            // Another resource of the account is already being paced through the queue: it
+            // takes it all, as an unpaced flush would have.
+            let busy = user
+                .resources
+                .iter()
+                .any(|o| &o.jid != to && o.offline_cursor.is_some());
+            if let Some(r) = user.resource_mut(to) {
+                r.offline_done = true;
+                if !busy {
+                    // What this session already holds unacknowledged is not sent twice.
+                    r.offline_cursor = Some(sm.max_offline_id().unwrap_or(0));
+                }
+            }
+            return self.offline_step(user, to, &sm).await;
+        }
+        let mut after = 0;
+        loop {
+            let page = self
+                .storage
+                .offline
+                .list_page(&bare, after, OFFLINE_PAGE, OFFLINE_PAGE_BYTES)
+                .await?;
+            let Some(last) = page.last().map(|m| m.id) else {
+                break;
+            };
+            let mut sent_up_to = None;
+            let mut refused = false;
+            for m in page {
+                if let Some(el) = self.offline_stanza(&bare, &m) {
                     if sink.send(ToClient::Stanza(el)).is_err() {
+                        refused = true;
                         break;
                     }
                 }
-                None => {
-                    tracing::warn!(owner = %bare, id = m.id, "dropping an undecodable offline message")
-                }
+                sent_up_to = Some(m.id);
             }
-            last = Some(m.id);
-        }
-        if let Some(id) = last {
-            self.storage.offline.remove_up_to(&bare, id).await?;
-            tracing::debug!(to = %to, up_to = id, "offline messages delivered");
+            if let Some(id) = sent_up_to {
+                self.storage.offline.remove_up_to(&bare, id).await?;
+                tracing::debug!(to = %to, up_to = id, "offline messages delivered");
+            }
+            if refused {
+                break;
+            }
+            after = last;
         }
         if let Some(r) = user.resource_mut(to) {
             r.offline_done = true;
         }
         Ok(())
+    }
+
+    /// One paced step of offline delivery to a stream-managed resource (at availability and
+    /// after each acknowledgement): sends what fits the session's room, after the resource's
+    /// cursor, and ends the drain when storage has nothing more. Called under the user's lock.
+    pub(crate) async fn offline_step(
+        &self,
+        user: &mut UserGuard<'_>,
+        to: &FullJid,
+        sm: &crate::sm::SmSink,
+    ) -> Result<(), StorageError> {
+        let bare = user.bare().clone();
+        let Some(after) = user.resource(to).and_then(|r| r.offline_cursor) else {
+            return Ok(());
+        };
+        let (count, bytes) = sm.room();
+        if count == 0 || (bytes == 0 && !sm.is_idle()) {
+            return Ok(());
+        }
+        let page = self
+            .storage
+            .offline
+            .list_page(&bare, after, count.min(OFFLINE_PAGE), bytes.max(1))
+            .await?;
+        let end = page.is_empty();
+        let mut cursor = after;
+        for m in page {
+            if let Some(el) = self.offline_stanza(&bare, &m)
+                && !sm.send_offline(el, m.id)
+            {
+                // No room (or the session is ending): the next acknowledgement goes on.
+                break;
+            }
+            cursor = m.id;
+        }
+        if let Some(r) = user.resource_mut(to) {
+            r.offline_cursor = if end { None } else { Some(cursor) };
+        }
+        if end {
+            tracing::debug!(to = %to, "offline messages all handed over");
+        }
+        Ok(())
+    }
+
+    /// A stored offline message as delivered: the stanza with its XEP-0203 delay.
+    fn offline_stanza(&self, bare: &BareJid, m: &storage::OfflineMessage) -> Option<Element> {
+        let Some(mut el) = parse_stored(&m.xml) else {
+            tracing::warn!(owner = %bare, id = m.id, "dropping an undecodable offline message");
+            return None;
+        };
+        let server = xmpp::BareJid::domain_only(bare.domain())
+            .ok()
+            .map(Jid::from);
+        let mut delay = Delay::new(server, from_ms(m.stamp_ms));
+        delay.reason = Some("Offline Storage".to_owned());
+        el.append_child(delay.into());
+        Some(el)
     }
 
     /// Loads a stored vCard, or an empty one.

@@ -107,8 +107,9 @@ struct SmState {
     acked: u32,
     /// Stanzas received from the client, modulo 2^32 (the server's `h`).
     received: u32,
-    /// Stanzas after `acked`, oldest first, with their approximate size.
-    unacked: VecDeque<(Element, usize)>,
+    /// Stanzas after `acked`, oldest first, with their approximate size and, for a message
+    /// that came out of offline storage, its offline id (it stays stored until acknowledged).
+    unacked: VecDeque<(Element, usize, Option<u64>)>,
     bytes: usize,
     /// Over the cap: queues without writing until the session is closed.
     closing: bool,
@@ -185,17 +186,72 @@ impl SmSink {
         st.received = st.received.wrapping_add(1);
     }
 
-    /// The client acknowledged `h` stanzas in total.
-    pub fn ack(&self, h: u32) -> Result<(), SessionError> {
+    /// The client acknowledged `h` stanzas in total. Returns the highest offline id among the
+    /// newly acknowledged stanzas: offline storage may now forget it and those before it.
+    pub fn ack(&self, h: u32) -> Result<Option<u64>, SessionError> {
         let mut st = self.lock();
         let n = h.wrapping_sub(st.acked) as usize;
         if n > st.unacked.len() {
             tracing::info!(jid = %self.jid, h, sent = st.sent, "acknowledgement of more than was sent");
             return Err(SessionError::Unsupported("h too large"));
         }
-        st.forget(n);
+        let offline = st.forget(n);
         st.acked = h;
-        Ok(())
+        Ok(offline)
+    }
+
+    /// Room left for paced deliveries (offline messages, archive pages): half the cap in
+    /// stanzas and in bytes, less what waits for an acknowledgement, so that a client that
+    /// acknowledges receives everything without the session ever passing its cap.
+    pub fn room(&self) -> (usize, usize) {
+        let st = self.lock();
+        if st.closing || st.finished {
+            return (0, 0);
+        }
+        (
+            (self.limits.max_unacked / 2)
+                .max(1)
+                .saturating_sub(st.unacked.len()),
+            (self.limits.max_bytes / 2).saturating_sub(st.bytes),
+        )
+    }
+
+    /// Whether nothing waits for an acknowledgement.
+    pub fn is_idle(&self) -> bool {
+        self.lock().unacked.is_empty()
+    }
+
+    /// The highest offline id waiting for an acknowledgement.
+    pub fn max_offline_id(&self) -> Option<u64> {
+        self.lock().unacked.iter().filter_map(|u| u.2).max()
+    }
+
+    /// Delivers a message that came out of offline storage (stored as `offline_id`) if it
+    /// fits the room of [`Self::room`] (always when nothing waits for an acknowledgement).
+    /// It stays in offline storage until the client acknowledges it. False when it does not
+    /// fit or the session cannot take it: the caller tries again after the next ack.
+    pub fn send_offline(&self, el: Element, offline_id: u64) -> bool {
+        let mut st = self.lock();
+        if st.closing || st.finished {
+            return false;
+        }
+        let size = el.approx_size();
+        let fits = st.unacked.is_empty()
+            || (st.unacked.len() < (self.limits.max_unacked / 2).max(1)
+                && st.bytes.saturating_add(size) <= self.limits.max_bytes / 2);
+        if !fits {
+            return false;
+        }
+        if let Some(conn) = &st.conn
+            && conn.send(ToClient::Stanza(el.clone())).is_err()
+        {
+            return false;
+        }
+        st.sent = st.sent.wrapping_add(1);
+        st.bytes = st.bytes.saturating_add(size);
+        st.unacked.push_back((el, size, Some(offline_id)));
+        st.total.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     /// Drops the connection and keeps queueing. False if the session already ended.
@@ -236,7 +292,7 @@ impl SmSink {
             tracing::debug!(jid = %self.jid, "resumed session's old connection was already gone");
         }
         st.token = token;
-        for (el, _) in &st.unacked {
+        for (el, _, _) in &st.unacked {
             if conn.send(ToClient::Stanza(el.clone())).is_err() {
                 tracing::info!(jid = %self.jid, unacked = st.unacked.len(), "cannot resend on the resumed connection");
                 return Err(ResumeError::ResendFailed);
@@ -247,7 +303,8 @@ impl SmSink {
     }
 
     /// Ends stream management: refuses further deliveries and hands back what the client
-    /// never acknowledged, oldest first.
+    /// never acknowledged, oldest first, except the messages that came out of offline
+    /// storage: those are still stored.
     pub fn finish(&self) -> Vec<Element> {
         let mut st = self.lock();
         st.finished = true;
@@ -255,7 +312,11 @@ impl SmSink {
         st.bytes = 0;
         st.total
             .fetch_sub(st.unacked.len() as u64, Ordering::Relaxed);
-        st.unacked.drain(..).map(|(e, _)| e).collect()
+        st.unacked
+            .drain(..)
+            .filter(|u| u.2.is_none())
+            .map(|(e, _, _)| e)
+            .collect()
     }
 
     /// The cap was passed: tell the connection why, and close the session from a task (the
@@ -282,13 +343,17 @@ impl SmSink {
 }
 
 impl SmState {
-    fn forget(&mut self, n: usize) {
+    /// Forgets the `n` oldest; returns the highest offline id among them.
+    fn forget(&mut self, n: usize) -> Option<u64> {
+        let mut offline = None;
         for _ in 0..n {
-            if let Some((_, size)) = self.unacked.pop_front() {
+            if let Some((_, size, id)) = self.unacked.pop_front() {
                 self.bytes = self.bytes.saturating_sub(size);
                 self.total.fetch_sub(1, Ordering::Relaxed);
+                offline = offline.max(id);
             }
         }
+        offline
     }
 }
 
@@ -329,7 +394,7 @@ impl ClientSink for SmSink {
                 }
                 st.sent = st.sent.wrapping_add(1);
                 st.bytes = st.bytes.saturating_add(size);
-                st.unacked.push_back((el, size));
+                st.unacked.push_back((el, size, None));
                 st.total.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
@@ -405,17 +470,33 @@ impl LocalSessionService {
         token: SessionToken,
         h: u32,
     ) -> Result<(), SessionError> {
-        let sm = {
-            let user = self.users.lock(&jid.bare()).await;
+        let bare = jid.bare();
+        let (sm, draining) = {
+            let user = self.users.lock(&bare).await;
             let r = user
                 .resources
                 .iter()
                 .find(|r| &r.jid == jid && r.token == token.0)
                 .ok_or(SessionError::NoSession)?;
-            r.sm.clone()
-                .ok_or(SessionError::Unsupported("stream management not enabled"))?
+            let sm =
+                r.sm.clone()
+                    .ok_or(SessionError::Unsupported("stream management not enabled"))?;
+            (sm, r.offline_cursor.is_some())
         };
-        sm.ack(h)
+        if let Some(id) = sm.ack(h)? {
+            // Acknowledged offline messages leave storage only now (XEP-0198 §5: until the
+            // acknowledgement they are not delivered).
+            if let Err(e) = self.storage.offline.remove_up_to(&bare, id).await {
+                tracing::warn!(to = %bare, error = %e, "cannot remove acknowledged offline messages");
+            }
+        }
+        if draining {
+            let mut user = self.users.lock(&bare).await;
+            if let Err(e) = self.offline_step(&mut user, jid, &sm).await {
+                tracing::warn!(to = %bare, error = %e, "cannot deliver the next offline messages");
+            }
+        }
+        Ok(())
     }
 
     pub(crate) async fn sm_detach(&self, jid: &FullJid, token: SessionToken) {

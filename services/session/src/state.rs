@@ -45,6 +45,9 @@ pub(crate) struct Resource {
     pub interested: bool,
     /// Offline messages were already flushed to this resource during this availability.
     pub offline_done: bool,
+    /// With stream management, offline messages are delivered a page at a time as the client
+    /// acknowledges them: the last offline id handed over, while more may remain.
+    pub offline_cursor: Option<u64>,
     /// Replaced a session that was available: contacts still see that presence, so an
     /// unavailable is owed even if this resource never sends presence itself.
     pub stale_presence: bool,
@@ -65,6 +68,7 @@ impl Resource {
             available: false,
             interested: false,
             offline_done: false,
+            offline_cursor: None,
             stale_presence: false,
             since_ms: crate::clock::now_ms(),
         }

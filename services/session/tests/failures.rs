@@ -36,10 +36,25 @@ impl RosterStore for Down {
 
 #[async_trait]
 impl OfflineStore for Down {
-    async fn push(&self, _: &BareJid, _: u64, _: &str, _: usize) -> storage::Result<u64> {
+    async fn push(
+        &self,
+        _: &BareJid,
+        _: u64,
+        _: &str,
+        _: storage::OfflineQuota,
+    ) -> storage::Result<u64> {
         down()
     }
     async fn list(&self, _: &BareJid) -> storage::Result<Vec<OfflineMessage>> {
+        down()
+    }
+    async fn list_page(
+        &self,
+        _: &BareJid,
+        _: u64,
+        _: usize,
+        _: usize,
+    ) -> storage::Result<Vec<OfflineMessage>> {
         down()
     }
     async fn remove_up_to(&self, _: &BareJid, _: u64) -> storage::Result<()> {

@@ -429,3 +429,125 @@ async fn a_second_bind_is_refused_by_the_session() {
     let r = bob.iq(iq("set", None, bind)).await;
     assert_eq!(condition(&r), Some(xmpp::StanzaErrorCondition::NotAllowed));
 }
+
+/// Stores `n` chat messages for `to` while it is offline, each with a body of `size` bytes.
+async fn fill_offline(env: &Env, to: &str, n: usize, size: usize) {
+    env.account(to).await;
+    let alice = env.online("alice@localhost/a", 0).await;
+    for i in 0..n {
+        let text = format!("{i:06}{}", "x".repeat(size.saturating_sub(6)));
+        alice.send(msg(to, Some("chat"), Some(&text))).await;
+    }
+    assert_eq!(env.offline_count(to).await, n);
+}
+
+/// Logs `full` in with stream management enabled BEFORE its initial presence (as
+/// Conversations and Monal do), then becomes available.
+async fn sm_login_before_presence(env: &Env, full: &str) -> Client {
+    let mut c = env.login(full).await;
+    enable(&mut c, true).await;
+    c.send(available(0)).await;
+    c
+}
+
+/// Reads what the client got; panics on a stream close. Returns the message bodies and how
+/// many stanzas there were in all (what the client's `h` counts).
+fn take(c: &mut Client) -> (Vec<String>, u32) {
+    let mut got = Vec::new();
+    let mut n = 0u32;
+    for item in c.drain() {
+        match item {
+            ToClient::Stanza(s) => {
+                n += 1;
+                if let Some(b) = body(&s) {
+                    got.push(b);
+                }
+            }
+            ToClient::Close(cond) => panic!("the session was closed with {cond:?}"),
+        }
+    }
+    (got, n)
+}
+
+#[tokio::test]
+async fn a_thousand_offline_messages_reach_a_client_that_enabled_sm_before_presence() {
+    // The lock-out of issue 10: 1,000 small messages waiting, SM on before presence.
+    let env = Env::new();
+    fill_offline(&env, "bob@localhost", 1000, 60).await;
+    let mut bob = sm_login_before_presence(&env, "bob@localhost/b").await;
+    let (mut got, mut h) = take(&mut bob);
+    // Paced: before any acknowledgement at most half the cap went out.
+    assert!(
+        got.len() <= 500 && !got.is_empty(),
+        "{} before the first ack",
+        got.len()
+    );
+    let mut rounds = 0;
+    while got.len() < 1000 {
+        rounds += 1;
+        assert!(rounds < 100, "stalled at {} messages", got.len());
+        env.svc.sm_ack(&bob.jid, bob.token, h).await.unwrap();
+        let (more, n) = take(&mut bob);
+        assert!(!more.is_empty(), "nothing after acking {h}");
+        got.extend(more);
+        h += n;
+    }
+    // All of them, once each, in order.
+    let expected: Vec<String> = (0..1000).map(|i| format!("{i:06}")).collect();
+    let prefixes: Vec<String> = got.iter().map(|b| b[..6].to_owned()).collect();
+    assert_eq!(prefixes, expected);
+    env.svc.sm_ack(&bob.jid, bob.token, h).await.unwrap();
+    assert_eq!(env.offline_count("bob@localhost").await, 0);
+    // Still connected and usable.
+    let alice = env.online("alice@localhost/a2", 0).await;
+    alice
+        .send(msg("bob@localhost", Some("chat"), Some("live")))
+        .await;
+    assert_eq!(take(&mut bob).0, ["live"]);
+}
+
+#[tokio::test]
+async fn three_large_offline_messages_go_one_ack_at_a_time() {
+    let env = Env::new();
+    fill_offline(&env, "bob@localhost", 3, 200 * 1024).await;
+    let mut bob = sm_login_before_presence(&env, "bob@localhost/b").await;
+    let mut got = Vec::new();
+    let mut h = 0;
+    for _ in 0..3 {
+        let (more, n) = take(&mut bob);
+        // Each one alone fills the room of half the 512 KiB cap.
+        assert_eq!(more.len(), 1, "{} at once", more.len());
+        got.extend(more);
+        h += n;
+        env.svc.sm_ack(&bob.jid, bob.token, h).await.unwrap();
+    }
+    assert_eq!(got.len(), 3);
+    assert_eq!(env.offline_count("bob@localhost").await, 0);
+}
+
+#[tokio::test]
+async fn a_client_that_never_acks_holds_half_the_cap_and_loses_nothing() {
+    let env = Env::new();
+    fill_offline(&env, "bob@localhost", 1000, 60).await;
+    let mut bob = sm_login_before_presence(&env, "bob@localhost/b").await;
+    let (got, _) = take(&mut bob);
+    assert!(got.len() <= 500, "{}", got.len());
+    // Nothing more comes without an acknowledgement, and the session is not closed.
+    assert!(take(&mut bob).0.is_empty());
+    assert!(env.svc.sm_unacked() <= 500);
+    // Delivered but unacknowledged offline messages are still stored, once: closing the
+    // session does not store them a second time.
+    assert_eq!(env.offline_count("bob@localhost").await, 1000);
+    bob.close().await;
+    assert_eq!(env.offline_count("bob@localhost").await, 1000);
+    // And the next login gets them all.
+    let mut again = env.login("bob@localhost/b").await;
+    again.send(available(0)).await;
+    let got: Vec<Element> = again
+        .stanzas()
+        .into_iter()
+        .filter(|s| s.name() == "message")
+        .collect();
+    assert_eq!(got.len(), 1000);
+    assert_eq!(env.offline_count("bob@localhost").await, 0);
+}
