@@ -445,11 +445,11 @@ impl LocalSessionService {
             let mut sent_up_to = None;
             let mut refused = false;
             for m in page {
-                if let Some(el) = self.offline_stanza(&bare, &m) {
-                    if sink.send(ToClient::Stanza(el)).is_err() {
-                        refused = true;
-                        break;
-                    }
+                if let Some(el) = self.offline_stanza(&bare, &m)
+                    && sink.send(ToClient::Stanza(el)).is_err()
+                {
+                    refused = true;
+                    break;
                 }
                 sent_up_to = Some(m.id);
             }
