@@ -23,6 +23,7 @@ pub(crate) enum Method {
     Route,
     Open,
     EnableSm,
+    SmCount,
     Resume,
 }
 
@@ -32,6 +33,7 @@ impl Method {
             Method::Route => "route",
             Method::Open => "open",
             Method::EnableSm => "enable_sm",
+            Method::SmCount => "sm_count",
             Method::Resume => "resume",
         }
     }

@@ -192,6 +192,7 @@ struct Pending {
 enum Reply {
     Opened(Result<u64, pb::Error>),
     SmEnabled(Result<SmEnabled, pb::Error>),
+    SmCounted(Result<u32, pb::Error>),
     Resumed(Result<(FullJid, u64, u32), pb::Error>),
     Failed(pb::Error),
     /// The stream broke before the answer came.
@@ -202,9 +203,13 @@ impl Reply {
     /// The outcome of an answered call, for `relais.grpc.client.duration`.
     fn outcome(&self) -> Outcome {
         match self {
-            Reply::Opened(Ok(_)) | Reply::SmEnabled(Ok(_)) | Reply::Resumed(Ok(_)) => Outcome::Ok,
+            Reply::Opened(Ok(_))
+            | Reply::SmEnabled(Ok(_))
+            | Reply::SmCounted(Ok(_))
+            | Reply::Resumed(Ok(_)) => Outcome::Ok,
             Reply::Opened(Err(_))
             | Reply::SmEnabled(Err(_))
+            | Reply::SmCounted(Err(_))
             | Reply::Resumed(Err(_))
             | Reply::Failed(_) => Outcome::Error,
             Reply::Lost => Outcome::Unavailable,
@@ -616,6 +621,16 @@ fn on_message(inner: &Arc<Inner>, tx: &Weak, m: pb::SessionMessage) {
                 tracing::debug!(edge = %inner.edge_id, req = e.req_id, "late sm_enabled");
             }
         }
+        Kind::SmCounted(c) => {
+            let reply = match c.result {
+                Some(pb::sm_counted::Result::H(h)) => Ok(h),
+                Some(pb::sm_counted::Result::Error(err)) => Err(err),
+                None => Err(bad_answer()),
+            };
+            if inner.resolve(c.req_id, Reply::SmCounted(reply)).is_none() {
+                tracing::debug!(edge = %inner.edge_id, req = c.req_id, "late sm_counted");
+            }
+        }
         Kind::Resumed(r) => on_resumed(inner, tx, r),
         Kind::Failure(f) => {
             let err = f.error.unwrap_or_else(bad_answer);
@@ -913,7 +928,7 @@ async fn reattach_all(inner: &Inner, tx: &mpsc::Sender<pb::EdgeMessage>) {
                 tracing::info!(edge = %inner.edge_id, conn = conn_id, error = %e.message, "re-attach refused");
                 close_local(inner, conn_id, StreamErrorCondition::SystemShutdown);
             }
-            Reply::SmEnabled(_) => {}
+            Reply::SmEnabled(_) | Reply::SmCounted(_) => {}
         }
     }
 }
@@ -965,7 +980,7 @@ impl SessionService for GrpcSessionClient {
                 inner.abandon(conn_id).await;
                 Err(wire_to_session_error(&e))
             }
-            Reply::Lost | Reply::SmEnabled(_) | Reply::Resumed(_) => {
+            Reply::Lost | Reply::SmEnabled(_) | Reply::SmCounted(_) | Reply::Resumed(_) => {
                 inner.abandon(conn_id).await;
                 Err(unavailable("session stream lost"))
             }
@@ -1087,6 +1102,42 @@ impl SessionService for GrpcSessionClient {
         }
     }
 
+    async fn sm_received(&self, jid: &FullJid, token: SessionToken) -> Result<u32, SessionError> {
+        let inner = self.inner();
+        let tx = inner.ready().await?;
+        let req_id = inner.next_id();
+        let remote = {
+            let conns = inner.conns();
+            let Some(c) = conns.get(&token.0) else {
+                return Err(SessionError::NoSession);
+            };
+            if c.jid.as_ref() != Some(jid) {
+                return Err(SessionError::NoSession);
+            }
+            let Some(remote) = c.remote else {
+                return Err(unavailable("session is being re-attached"));
+            };
+            remote
+        };
+        let rx = inner.expect(req_id, token.0);
+        let msg = pb::edge_message::Kind::SmCount(pb::SmCount {
+            conn_id: token.0,
+            token: remote,
+            req_id,
+        });
+        let started = Instant::now();
+        if tx.send(edge_message(msg)).await.is_err() {
+            metrics::client_call(Method::SmCount, Outcome::Unavailable, started);
+            inner.pending().remove(&req_id);
+            return Err(unavailable("session stream closed"));
+        }
+        match inner.answer(rx, Method::SmCount, started).await {
+            Reply::SmCounted(Ok(h)) => Ok(h),
+            Reply::SmCounted(Err(e)) | Reply::Failed(e) => Err(wire_to_session_error(&e)),
+            _ => Err(unavailable("session stream lost")),
+        }
+    }
+
     async fn sm_ack(&self, jid: &FullJid, token: SessionToken, h: u32) -> Result<(), SessionError> {
         let inner = self.inner();
         let tx = inner.ready().await?;
@@ -1179,7 +1230,7 @@ impl SessionService for GrpcSessionClient {
                 inner.conns().remove(&conn_id);
                 Err(wire_to_session_error(&e))
             }
-            Reply::Lost | Reply::Opened(_) | Reply::SmEnabled(_) => {
+            Reply::Lost | Reply::Opened(_) | Reply::SmEnabled(_) | Reply::SmCounted(_) => {
                 inner.conns().remove(&conn_id);
                 Err(unavailable("session stream lost"))
             }

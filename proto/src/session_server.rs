@@ -189,6 +189,10 @@ enum ConnOp {
         token: u64,
         h: u32,
     },
+    SmCount {
+        token: u64,
+        req_id: u64,
+    },
 }
 
 /// How a connection starts.
@@ -488,6 +492,22 @@ async fn dispatch(ctx: &Arc<StreamCtx>, m: pb::EdgeMessage) {
                 reply(&ctx.out, msg).await;
             }
         }
+        Kind::SmCount(c) => {
+            let op = ConnOp::SmCount {
+                token: c.token,
+                req_id: c.req_id,
+            };
+            if !forward(ctx, c.conn_id, op, false).await {
+                let msg = message(pb::session_message::Kind::SmCounted(pb::SmCounted {
+                    req_id: c.req_id,
+                    result: Some(pb::sm_counted::Result::Error(wire_error(
+                        pb::Code::NotFound,
+                        "no such session",
+                    ))),
+                }));
+                reply(&ctx.out, msg).await;
+            }
+        }
         Kind::SmAck(a) => {
             let op = ConnOp::SmAck {
                 token: a.token,
@@ -689,6 +709,17 @@ async fn conn_loop(
                     Err(e) => pb::sm_enabled::Result::Error(session_error_to_wire(&e)),
                 };
                 let msg = message(pb::session_message::Kind::SmEnabled(pb::SmEnabled {
+                    req_id,
+                    result: Some(result),
+                }));
+                reply(&ctx.out, msg).await;
+            }
+            ConnOp::SmCount { token, req_id } => {
+                let result = match svc.sm_received(jid, SessionToken(token)).await {
+                    Ok(h) => pb::sm_counted::Result::H(h),
+                    Err(e) => pb::sm_counted::Result::Error(session_error_to_wire(&e)),
+                };
+                let msg = message(pb::session_message::Kind::SmCounted(pb::SmCounted {
                     req_id,
                     result: Some(result),
                 }));

@@ -1261,8 +1261,17 @@ impl Conn {
                 self.stream_error(StreamErrorCondition::Conflict, None);
                 Flow::Close
             }
+            Err(session::SessionError::Unavailable(e)) => {
+                // The stanza did not reach the session: it was not counted there, so it will
+                // not be acknowledged. End the stream so that the client re-sends it (on
+                // resumption or after logging in again) rather than waiting forever.
+                tracing::warn!(jid = %full, error = %e, "the session cannot take a stanza; closing the stream");
+                self.stream_error(StreamErrorCondition::InternalServerError, None);
+                Flow::Close
+            }
             Err(e) => {
-                tracing::warn!(jid = %full, error = %e, "session failed to take a stanza");
+                // The session took it (and counted it) but failed while handling it.
+                tracing::warn!(jid = %full, error = %e, "session failed to handle a stanza");
                 Flow::Continue
             }
         }
@@ -1274,8 +1283,32 @@ impl Conn {
             return Flow::Close;
         };
         match (el.name(), self.sm.as_mut()) {
-            ("r", Some(sm)) => {
-                let a = Element::new("a", NS_SM).attr("h", sm.received.to_string());
+            ("r", Some(_)) => {
+                // The `h` is the session's count, not ours: a stanza counts as received only
+                // once the session (in a cluster, the session node) has it, so a node that
+                // dies with stanzas in flight never had them acknowledged.
+                let h = match self.ctx.sessions.sm_received(&full, token).await {
+                    Ok(h) => h,
+                    Err(session::SessionError::Unsupported(_)) => {
+                        self.sm.as_ref().map_or(0, |sm| sm.received)
+                    }
+                    Err(session::SessionError::NoSession) => {
+                        self.bound = None;
+                        self.stream_error(StreamErrorCondition::Conflict, None);
+                        return Flow::Close;
+                    }
+                    Err(e) => {
+                        // The session cannot say what it holds: end the stream, so the client
+                        // resumes or logs in again and re-sends what was not acknowledged.
+                        tracing::warn!(jid = %full, error = %e, "cannot confirm received stanzas; closing the stream");
+                        self.stream_error(StreamErrorCondition::InternalServerError, None);
+                        return Flow::Close;
+                    }
+                };
+                if let Some(sm) = &mut self.sm {
+                    sm.received = h;
+                }
+                let a = Element::new("a", NS_SM).attr("h", h.to_string());
                 a.write_to(&mut self.wbuf, ns::CLIENT);
                 Flow::Continue
             }

@@ -476,6 +476,11 @@ impl SessionService for ClusterSessions {
         client.sm_ack(jid, remote, h).await
     }
 
+    async fn sm_received(&self, jid: &FullJid, token: SessionToken) -> Result<u32, SessionError> {
+        let (client, remote) = self.remote(token)?;
+        client.sm_received(jid, remote).await
+    }
+
     async fn detach(&self, jid: &FullJid, token: SessionToken) {
         let removed = self.conns().remove(&token.0);
         if let Some((client, remote)) = removed {

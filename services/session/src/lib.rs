@@ -189,6 +189,14 @@ pub trait SessionService: Send + Sync + 'static {
         Err(SessionError::Unsupported("stream management"))
     }
 
+    /// XEP-0198: how many stanzas the session has taken from the client on this session (the
+    /// `h` the edge answers an `<r/>` with). Every stanza the edge handed over before this
+    /// call has been routed when it answers, so the count covers only stanzas the session
+    /// node holds: the edge never acknowledges a stanza that a dying node may have lost.
+    async fn sm_received(&self, _jid: &FullJid, _token: SessionToken) -> Result<u32, SessionError> {
+        Err(SessionError::Unsupported("stream management"))
+    }
+
     /// The connection was lost without a clean close. A session with resumable stream
     /// management stays bound (its presence unchanged) for its resumption time, queueing what
     /// arrives; after that it ends as in `close`, and every unacknowledged message goes to
@@ -395,6 +403,9 @@ impl SessionService for LocalSessionService {
     }
     async fn sm_ack(&self, jid: &FullJid, token: SessionToken, h: u32) -> Result<(), SessionError> {
         self.sm_ack_h(jid, token, h).await
+    }
+    async fn sm_received(&self, jid: &FullJid, token: SessionToken) -> Result<u32, SessionError> {
+        self.sm_received_count(jid, token).await
     }
     async fn detach(&self, jid: &FullJid, token: SessionToken) {
         self.sm_detach(jid, token).await

@@ -180,6 +180,11 @@ impl SmSink {
         self.lock().resume_id.as_deref() == Some(id)
     }
 
+    /// Stanzas received from the client (the server's `h`).
+    pub fn received_count(&self) -> u32 {
+        self.lock().received
+    }
+
     /// Counts one stanza received from the client.
     pub fn received(&self) {
         let mut st = self.lock();
@@ -497,6 +502,22 @@ impl LocalSessionService {
             }
         }
         Ok(())
+    }
+
+    pub(crate) async fn sm_received_count(
+        &self,
+        jid: &FullJid,
+        token: SessionToken,
+    ) -> Result<u32, SessionError> {
+        let user = self.users.lock(&jid.bare()).await;
+        let r = user
+            .resources
+            .iter()
+            .find(|r| &r.jid == jid && r.token == token.0)
+            .ok_or(SessionError::NoSession)?;
+        r.sm.as_ref()
+            .map(|sm| sm.received_count())
+            .ok_or(SessionError::Unsupported("stream management not enabled"))
     }
 
     pub(crate) async fn sm_detach(&self, jid: &FullJid, token: SessionToken) {
