@@ -388,6 +388,14 @@ impl StreamParser {
                 Ok(ev) => ev,
                 Err(e) => return self.reader_error(&e, data.get(pos..).unwrap_or_default(), pos),
             };
+            // A whole token is held to the size limit before anything else is checked, as it
+            // is while it is still arriving (`check_pending`): which error a stream gets must
+            // not depend on how its bytes were split.
+            if !matches!(ev, Event::Text(_) | Event::Eof)
+                && self.stanza_bytes + (at - pos) > self.limits.max_stanza_bytes
+            {
+                return Err(ParseError::PolicyViolation("stanza too large"));
+            }
             match ev {
                 Event::Eof => return Ok(Run::more(pos, None)),
                 Event::Text(t) => {
@@ -1513,5 +1521,40 @@ mod tests {
         );
         assert_eq!(err, None);
         assert_eq!(stanzas(&ev)[0].text(), "a\u{FEFF}b");
+    }
+
+    /// Found by fuzzing (fuzz/corpus/stream_parser/crash-oversized-end-tag): an oversized
+    /// token that is also wrong in another way (an end tag before the stream, a mismatched end
+    /// tag, a reference outside a stanza) was `<not-well-formed/>` when it arrived whole but
+    /// `<policy-violation/>` when it arrived in pieces. The size limit now comes first either way.
+    #[test]
+    fn oversized_bad_token_gets_the_same_error_however_split() {
+        let limits = Limits {
+            max_stanza_bytes: 100,
+            ..Limits::default()
+        };
+        let long = "z>".repeat(60);
+        let cases = [
+            // Before the stream header (the quote keeps the `>`s inside the tag).
+            format!("</x y='{long}'>"),
+            // A mismatched end tag inside a stanza.
+            format!("{SHORT_HEADER}<m></n a='{long}'>"),
+            // A reference outside a stanza.
+            format!("{SHORT_HEADER}&{};", "a".repeat(120)),
+        ];
+        for case in &cases {
+            for size in [case.len(), 1, 7] {
+                let (_, err) = run_chunks(&mut parser_with(&limits), case.as_bytes().chunks(size));
+                assert_eq!(
+                    err,
+                    Some(ParseError::PolicyViolation("stanza too large")),
+                    "{case} in chunks of {size}"
+                );
+            }
+        }
+    }
+
+    fn parser_with(limits: &Limits) -> StreamParser {
+        StreamParser::new(limits.clone())
     }
 }
