@@ -480,6 +480,10 @@ impl StreamParser {
                     {
                         return Err(ParseError::RestrictedXml("processing instruction"));
                     }
+                    // Held to the limit like the header (and like a declaration still arriving).
+                    if at - pos > self.limits.max_stanza_bytes {
+                        return Err(ParseError::PolicyViolation("stanza too large"));
+                    }
                     self.seen_any = true;
                     pos = at;
                 }
@@ -1615,6 +1619,25 @@ mod tests {
                     "{pi} in chunks of {size}"
                 );
             }
+        }
+    }
+
+    /// Found by fuzzing (fuzz/corpus/stream_parser/crash-long-xml-decl): an XML declaration
+    /// over the size limit was accepted when it arrived whole.
+    #[test]
+    fn xml_declaration_is_held_to_the_size_limit() {
+        let limits = Limits {
+            max_stanza_bytes: 64,
+            ..Limits::default()
+        };
+        let decl = format!("<?xml version='1.0' x='{}'?>", "y".repeat(60));
+        for size in [decl.len(), 1, 9] {
+            let (_, err) = run_chunks(&mut parser_with(&limits), decl.as_bytes().chunks(size));
+            assert_eq!(
+                err,
+                Some(ParseError::PolicyViolation("stanza too large")),
+                "chunks of {size}"
+            );
         }
     }
 
