@@ -177,6 +177,8 @@ pub struct StreamParser {
     state: State,
     /// Something was consumed before the root (an XML declaration is then no longer allowed).
     seen_any: bool,
+    /// The byte order mark opening the stream was consumed (another one is character data).
+    seen_bom: bool,
     /// The root was an empty element: `Close` follows `Open`.
     pending_close: bool,
     /// In-scope namespace declarations, innermost last: (prefix, uri); prefix "" is the default.
@@ -204,6 +206,7 @@ impl StreamParser {
             head: 0,
             state: State::Prolog,
             seen_any: false,
+            seen_bom: false,
             pending_close: false,
             ns: Vec::new(),
             ns_marks: Vec::new(),
@@ -288,6 +291,7 @@ impl StreamParser {
         self.head = 0;
         self.state = State::Prolog;
         self.seen_any = false;
+        self.seen_bom = false;
         self.pending_close = false;
         self.ns.clear();
         self.ns_marks.clear();
@@ -360,9 +364,14 @@ impl StreamParser {
     fn run(&mut self, data: &[u8]) -> Result<Run, ParseError> {
         let mut pos = 0;
         if data.starts_with(UTF8_BOM) {
-            if matches!(self.state, State::Prolog) && !self.seen_any {
+            if matches!(self.state, State::Prolog) && !self.seen_any && !self.seen_bom {
                 // A byte order mark opening the stream.
                 pos = UTF8_BOM.len();
+                self.seen_bom = true;
+                // A second one right after it would be dropped by the reader too.
+                if data.get(pos..).is_some_and(|d| d.starts_with(UTF8_BOM)) {
+                    self.text_chunk(UTF8_BOM, false)?;
+                }
             } else {
                 // U+FEFF in character data (the reader would drop it as a BOM).
                 self.text_chunk(UTF8_BOM, false)?;
@@ -388,6 +397,22 @@ impl StreamParser {
                 Ok(ev) => ev,
                 Err(e) => return self.reader_error(&e, data.get(pos..).unwrap_or_default(), pos),
             };
+            // A whole token is held to the size limit before it is interpreted, as it is while
+            // it is still arriving (`check_pending`), so an oversized bad tag gets the same
+            // error however its bytes were split. Not restricted XML (comments, PIs, DTDs):
+            // those are refused from their first bytes when they arrive in pieces.
+            if !matches!(
+                ev,
+                Event::Text(_)
+                    | Event::Eof
+                    | Event::PI(_)
+                    | Event::Comment(_)
+                    | Event::DocType(_)
+                    | Event::Decl(_)
+            ) && self.stanza_bytes + (at - pos) > self.limits.max_stanza_bytes
+            {
+                return Err(ParseError::PolicyViolation("stanza too large"));
+            }
             match ev {
                 Event::Eof => return Ok(Run::more(pos, None)),
                 Event::Text(t) => {
@@ -446,8 +471,18 @@ impl StreamParser {
                     pos = at;
                 }
                 Event::Decl(_) => {
-                    if !matches!(self.state, State::Prolog) || self.seen_any {
+                    // `<?xml?>` or `<?xml-x ...?>` is not an XML declaration (and is refused
+                    // as soon as it is seen when it arrives in pieces).
+                    let raw = data.get(pos..at).unwrap_or_default();
+                    if !matches!(self.state, State::Prolog)
+                        || self.seen_any
+                        || !may_be_xml_decl(raw)
+                    {
                         return Err(ParseError::RestrictedXml("processing instruction"));
+                    }
+                    // Held to the limit like the header (and like a declaration still arriving).
+                    if at - pos > self.limits.max_stanza_bytes {
+                        return Err(ParseError::PolicyViolation("stanza too large"));
                     }
                     self.seen_any = true;
                     pos = at;
@@ -1513,5 +1548,100 @@ mod tests {
         );
         assert_eq!(err, None);
         assert_eq!(stanzas(&ev)[0].text(), "a\u{FEFF}b");
+    }
+
+    /// Found by fuzzing (fuzz/corpus/stream_parser/crash-oversized-end-tag): an oversized
+    /// token that is also wrong in another way (an end tag before the stream, a mismatched end
+    /// tag, a reference outside a stanza) was `<not-well-formed/>` when it arrived whole but
+    /// `<policy-violation/>` when it arrived in pieces. The size limit now comes first either way.
+    #[test]
+    fn oversized_bad_token_gets_the_same_error_however_split() {
+        let limits = Limits {
+            max_stanza_bytes: 100,
+            ..Limits::default()
+        };
+        let long = "z>".repeat(60);
+        let cases = [
+            // Before the stream header (the quote keeps the `>`s inside the tag).
+            format!("</x y='{long}'>"),
+            // A mismatched end tag inside a stanza.
+            format!("{SHORT_HEADER}<m></n a='{long}'>"),
+            // A reference outside a stanza.
+            format!("{SHORT_HEADER}&{};", "a".repeat(120)),
+        ];
+        for case in &cases {
+            for size in [case.len(), 1, 7] {
+                let (_, err) = run_chunks(&mut parser_with(&limits), case.as_bytes().chunks(size));
+                assert_eq!(
+                    err,
+                    Some(ParseError::PolicyViolation("stanza too large")),
+                    "{case} in chunks of {size}"
+                );
+            }
+        }
+    }
+
+    /// Found by fuzzing (fuzz/corpus/stream_parser/crash-double-bom): a second byte order
+    /// mark was dropped by the reader when it arrived with the first, and accepted again as
+    /// an opening one when it arrived alone. It is character data before the root.
+    #[test]
+    fn second_byte_order_mark_is_refused_however_split() {
+        let data = format!("\u{FEFF}\u{FEFF}{SHORT_HEADER}");
+        for size in [data.len(), 3, 1, 4] {
+            let (events, err) = run_chunks(&mut parser(), data.as_bytes().chunks(size));
+            assert_eq!(events, [], "chunks of {size}");
+            assert_eq!(
+                err.map(|e| e.condition()),
+                Some(StreamErrorCondition::NotWellFormed),
+                "chunks of {size}"
+            );
+        }
+        // One is fine, also on its own.
+        let one = format!("\u{FEFF}{SHORT_HEADER}");
+        for size in [one.len(), 3, 1] {
+            let (events, err) = run_chunks(&mut parser(), one.as_bytes().chunks(size));
+            assert_eq!((events.len(), err), (1, None), "chunks of {size}");
+        }
+    }
+
+    /// Found by fuzzing (fuzz/corpus/stream_parser/crash-xml-pi): `<?xml?>` was taken as the
+    /// XML declaration when it arrived whole, and refused when it arrived in pieces.
+    #[test]
+    fn xml_named_pi_is_not_a_declaration() {
+        for pi in ["<?xml?>", "<?xml-stylesheet href='a'?>"] {
+            let data = format!("{pi}{SHORT_HEADER}");
+            for size in [data.len(), 1, 6] {
+                let (events, err) = run_chunks(&mut parser(), data.as_bytes().chunks(size));
+                assert_eq!(events, [], "{pi} in chunks of {size}");
+                assert_eq!(
+                    err,
+                    Some(ParseError::RestrictedXml("processing instruction")),
+                    "{pi} in chunks of {size}"
+                );
+            }
+        }
+    }
+
+    /// Found by fuzzing (fuzz/corpus/stream_parser/crash-long-xml-decl): an XML declaration
+    /// over the size limit was accepted when it arrived whole.
+    #[test]
+    fn xml_declaration_is_held_to_the_size_limit() {
+        let limits = Limits {
+            max_stanza_bytes: 64,
+            ..Limits::default()
+        };
+        let decl = format!("<?xml version='1.0' x='{}'?>", "y".repeat(60));
+        for size in [decl.len(), 1, 9] {
+            let (_, err) = run_chunks(&mut parser_with(&limits), decl.as_bytes().chunks(size));
+            assert_eq!(
+                err,
+                Some(ParseError::PolicyViolation("stanza too large")),
+                "chunks of {size}"
+            );
+        }
+    }
+
+    fn parser_with(limits: &Limits) -> StreamParser {
+        StreamParser::new(limits.clone())
     }
 }

@@ -2,7 +2,7 @@
 
 use std::time::SystemTime;
 
-use super::time::{format_stamp, parse_datetime};
+use super::time::{format_stamp, parse_stamp};
 use super::{XepError, expect};
 use crate::element::Element;
 use crate::jid::Jid;
@@ -34,7 +34,7 @@ impl TryFrom<&Element> for Delay {
     fn try_from(el: &Element) -> Result<Self, XepError> {
         expect(el, "delay", ns::DELAY)?;
         let stamp = el.get_attr("stamp").ok_or(XepError::MissingAttr("stamp"))?;
-        let stamp = parse_datetime(stamp).ok_or(XepError::BadValue("stamp"))?;
+        let stamp = parse_stamp(stamp).ok_or(XepError::BadValue("stamp"))?;
         let from = match el.get_attr("from") {
             Some(f) => Some(f.parse::<Jid>().map_err(|_| XepError::BadValue("from"))?),
             None => None,

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use super::data_form::{DataForm, Field, FormType};
 use super::forward::Forwarded;
 use super::rsm::Set;
-use super::time::{format_datetime_millis, parse_datetime};
+use super::time::{format_datetime_millis, parse_stamp};
 use super::{XepError, expect};
 use crate::element::Element;
 use crate::jid::{BareJid, Jid};
@@ -104,13 +104,13 @@ fn parse_filter(form: &DataForm) -> Result<Filter, XepError> {
             }
             "start" => {
                 filter.start = match single {
-                    Some(t) => Some(parse_datetime(t).ok_or(XepError::BadValue("start"))?),
+                    Some(t) => Some(parse_stamp(t).ok_or(XepError::BadValue("start"))?),
                     None => None,
                 }
             }
             "end" => {
                 filter.end = match single {
-                    Some(t) => Some(parse_datetime(t).ok_or(XepError::BadValue("end"))?),
+                    Some(t) => Some(parse_stamp(t).ok_or(XepError::BadValue("end"))?),
                     None => None,
                 }
             }
@@ -381,7 +381,7 @@ fn boundary(el: Option<&Element>) -> Result<Option<Boundary>, XepError> {
     let ts = el
         .get_attr("timestamp")
         .ok_or(XepError::MissingAttr("timestamp"))?;
-    let timestamp = parse_datetime(ts).ok_or(XepError::BadValue("timestamp"))?;
+    let timestamp = parse_stamp(ts).ok_or(XepError::BadValue("timestamp"))?;
     Ok(Some(Boundary { id, timestamp }))
 }
 

@@ -161,6 +161,13 @@ pub fn parse_datetime(s: &str) -> Option<SystemTime> {
     base.checked_add(Duration::from_nanos(u64::from(nanos)))
 }
 
+/// `parse_datetime` kept to the millisecond, the precision the XEP element types write: a
+/// finer fraction would not survive the element's round trip (found by fuzzing).
+pub(crate) fn parse_stamp(s: &str) -> Option<SystemTime> {
+    let t = parse_datetime(s)?;
+    t.checked_sub(Duration::from_nanos(u64::from(split(t).1 % 1_000_000)))
+}
+
 /// An entity's time: its offset from UTC and the current UTC time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EntityTime {
@@ -205,7 +212,7 @@ impl TryFrom<&Element> for EntityTime {
         let tzo_minutes = parse_tzd(tzo.trim().as_bytes())
             .and_then(|m| i16::try_from(m).ok())
             .ok_or(XepError::BadValue("tzo"))?;
-        let utc = parse_datetime(utc.trim()).ok_or(XepError::BadValue("utc"))?;
+        let utc = parse_stamp(utc.trim()).ok_or(XepError::BadValue("utc"))?;
         Ok(EntityTime { tzo_minutes, utc })
     }
 }
@@ -288,6 +295,21 @@ mod tests {
                 (y + 1, 1, 1)
             };
         }
+    }
+
+    /// Found by fuzzing (fuzz/corpus/xep/crash-sub-millisecond-stamp): a stamp finer than a
+    /// millisecond changed when a `Delay` (or `EntityTime`, or a MAM time) was written back.
+    #[test]
+    fn stamps_are_kept_to_the_millisecond() {
+        let t = at(1_795_219_091, 122);
+        assert_eq!(parse_stamp("2026-11-20T23:58:11.1223Z"), Some(t));
+        assert_eq!(parse_stamp("2026-11-20T23:58:11.122999999Z"), Some(t));
+        assert_eq!(parse_stamp("1969-12-31T23:59:59.2509Z"), Some(at(-1, 250)));
+        let el = Element::new("time", ns::TIME)
+            .child(Element::new("tzo", ns::TIME).text_node("Z"))
+            .child(Element::new("utc", ns::TIME).text_node("2026-11-20T23:58:11.1223Z"));
+        let v = EntityTime::try_from(&el).unwrap();
+        assert_eq!(EntityTime::try_from(&Element::from(v)), Ok(v));
     }
 
     #[test]
