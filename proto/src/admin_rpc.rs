@@ -115,12 +115,13 @@ impl GrpcAdminClient {
         endpoint: impl Into<String>,
         token: Option<&str>,
     ) -> Result<Self, ProtoError> {
-        let channel = crate::channel(
-            endpoint.into(),
-            Duration::from_secs(5),
-            Duration::from_secs(30),
-            Duration::from_secs(10),
-        )?;
+        let config = crate::ClientConfig {
+            connect_timeout: Duration::from_secs(5),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+            ..crate::ClientConfig::default()
+        };
+        let channel = crate::channel(endpoint.into(), &config)?;
         Self::from_channel(channel, token)
     }
 

@@ -29,13 +29,15 @@ pub struct GrpcCredentials {
 impl GrpcCredentials {
     /// A store on the node at `endpoint`; connects on first use.
     pub fn connect_lazy(endpoint: impl Into<String>) -> Result<Self, ProtoError> {
-        let d = crate::session_client::ClientConfig::default();
-        let channel = crate::channel(
-            endpoint.into(),
-            d.connect_timeout,
-            d.keepalive_interval,
-            d.keepalive_timeout,
-        )?;
+        Self::connect_lazy_with(endpoint, &crate::ClientConfig::default())
+    }
+
+    /// A store at `endpoint` reached as `config` says (TLS, timeouts); connects on first use.
+    pub fn connect_lazy_with(
+        endpoint: impl Into<String>,
+        config: &crate::ClientConfig,
+    ) -> Result<Self, ProtoError> {
+        let channel = crate::channel(endpoint.into(), config)?;
         Ok(Self::from_channel(channel))
     }
 
@@ -105,13 +107,15 @@ pub struct GrpcDomains {
 impl GrpcDomains {
     /// A reader of the node at `endpoint`; connects on first use.
     pub fn connect_lazy(endpoint: impl Into<String>) -> Result<Self, ProtoError> {
-        let d = crate::session_client::ClientConfig::default();
-        let channel = crate::channel(
-            endpoint.into(),
-            d.connect_timeout,
-            d.keepalive_interval,
-            d.keepalive_timeout,
-        )?;
+        Self::connect_lazy_with(endpoint, &crate::ClientConfig::default())
+    }
+
+    /// A reader at `endpoint` reached as `config` says (TLS, timeouts); connects on first use.
+    pub fn connect_lazy_with(
+        endpoint: impl Into<String>,
+        config: &crate::ClientConfig,
+    ) -> Result<Self, ProtoError> {
+        let channel = crate::channel(endpoint.into(), config)?;
         Ok(GrpcDomains {
             client: SessionClient::new(channel),
         })

@@ -135,14 +135,16 @@ pub fn route_error_to_status(e: &RouteError) -> Status {
     match e {
         RouteError::NoRoute(domain) => Status::not_found(domain.clone()),
         RouteError::Unavailable(m) => Status::unavailable(m.clone()),
+        RouteError::Unconfirmed(m) => Status::deadline_exceeded(m.clone()),
     }
 }
 
 /// The route error for a gRPC status: `NOT_FOUND` is no route (the message is the domain),
-/// anything else is unavailable.
+/// `DEADLINE_EXCEEDED` unconfirmed, anything else unavailable.
 pub fn status_to_route_error(s: &Status) -> RouteError {
     match s.code() {
         Code::NotFound => RouteError::NoRoute(s.message().to_owned()),
+        Code::DeadlineExceeded => RouteError::Unconfirmed(s.message().to_owned()),
         _ => RouteError::Unavailable(format!("{:?}: {}", s.code(), s.message())),
     }
 }

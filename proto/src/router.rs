@@ -28,7 +28,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use xmpp::Element;
 
 use crate::context;
-use crate::error::{ProtoError, status_to_route_error};
+use crate::error::ProtoError;
 use crate::metrics::{self, Method, Outcome};
 use crate::pb::relais::router::v1 as pb;
 use crate::pb::relais::router::v1::router_client::RouterClient;
@@ -43,6 +43,37 @@ const LANE_QUEUE: usize = 1024;
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<pb::RouteReply>>>>;
+
+/// Why a call to a peer got no answer, and whether the peer can have the stanza.
+#[derive(Debug)]
+enum CallError {
+    /// The request never left this process (no stream could be opened to the peer, or its
+    /// queue was closed before the request went in): another peer may be offered it.
+    NotSent(Status),
+    /// The request was handed to the peer's stream and no answer came (the stream broke,
+    /// the answer timed out, or a unary call failed in flight): the peer may have delivered
+    /// it, so it must not be offered to another.
+    Unconfirmed(Status),
+}
+
+impl CallError {
+    fn status(&self) -> &Status {
+        match self {
+            CallError::NotSent(s) | CallError::Unconfirmed(s) => s,
+        }
+    }
+
+    fn into_route_error(self) -> RouteError {
+        match self {
+            CallError::NotSent(s) => {
+                RouteError::Unavailable(format!("{:?}: {}", s.code(), s.message()))
+            }
+            CallError::Unconfirmed(s) => {
+                RouteError::Unconfirmed(format!("{:?}: {}", s.code(), s.message()))
+            }
+        }
+    }
+}
 
 /// One open `RouteStream`.
 struct Link {
@@ -70,13 +101,16 @@ impl std::fmt::Debug for GrpcRouter {
 impl GrpcRouter {
     /// A router at `endpoint`; connects on first use.
     pub fn connect_lazy(endpoint: impl Into<String>) -> Result<Self, ProtoError> {
-        let d = crate::session_client::ClientConfig::default();
-        let channel = crate::channel(
-            endpoint.into(),
-            d.connect_timeout,
-            d.keepalive_interval,
-            d.keepalive_timeout,
-        )?;
+        Self::connect_lazy_with(endpoint, &crate::ClientConfig::default())
+    }
+
+    /// A router at `endpoint` reached as `config` says (TLS, timeouts, keepalive); connects
+    /// on first use.
+    pub fn connect_lazy_with(
+        endpoint: impl Into<String>,
+        config: &crate::ClientConfig,
+    ) -> Result<Self, ProtoError> {
+        let channel = crate::channel(endpoint.into(), config)?;
         Ok(Self::from_channel(channel))
     }
 
@@ -127,8 +161,9 @@ impl GrpcRouter {
         Ok(Some(link))
     }
 
-    /// Routes one request and returns the peer's reply; `Err` when the peer cannot be reached.
-    async fn call(&self, req: pb::RouteRequest) -> Result<pb::RouteReply, Status> {
+    /// Routes one request and returns the peer's reply; `Err` when no answer came, saying
+    /// whether the peer can have received the request.
+    async fn call(&self, req: pb::RouteRequest) -> Result<pb::RouteReply, CallError> {
         let started = Instant::now();
         let res = if self.unary_only.load(Ordering::Acquire) {
             self.unary(req).await
@@ -141,21 +176,28 @@ impl GrpcRouter {
                 ..
             }) => Outcome::Ok,
             Ok(_) => Outcome::Error,
-            Err(status) if status.code() == tonic::Code::DeadlineExceeded => Outcome::Timeout,
+            Err(e) if e.status().code() == tonic::Code::DeadlineExceeded => Outcome::Timeout,
             Err(_) => Outcome::Unavailable,
         };
         metrics::client_call(Method::Route, outcome, started);
         res
     }
 
-    async fn unary(&self, req: pb::RouteRequest) -> Result<pb::RouteReply, Status> {
+    async fn unary(&self, req: pb::RouteRequest) -> Result<pb::RouteReply, CallError> {
         let mut client = self.client.clone();
-        client.route(req).await.map(Response::into_inner)
+        // A failed unary call cannot tell "never connected" from "lost in flight".
+        client
+            .route(req)
+            .await
+            .map(Response::into_inner)
+            .map_err(CallError::Unconfirmed)
     }
 
-    async fn streamed(&self, mut req: pb::RouteRequest) -> Result<pb::RouteReply, Status> {
+    async fn streamed(&self, mut req: pb::RouteRequest) -> Result<pb::RouteReply, CallError> {
         let lane = lane_of(req.meta.as_ref().map_or("", |m| m.to.as_str()));
-        let Some(link) = self.link(lane).await? else {
+        // The stream opens before the request is queued on it: a failure here means the
+        // peer never saw the request.
+        let Some(link) = self.link(lane).await.map_err(CallError::NotSent)? else {
             return self.unary(req).await;
         };
         let seq = link.next_seq.fetch_add(1, Ordering::Relaxed);
@@ -165,16 +207,22 @@ impl GrpcRouter {
         if link.tx.send(req).await.is_err() {
             lock(&link.pending).remove(&seq);
             link.dead.store(true, Ordering::Release);
-            return Err(Status::unavailable("route stream closed"));
+            return Err(CallError::NotSent(Status::unavailable(
+                "route stream closed",
+            )));
         }
         match tokio::time::timeout(ANSWER_TIMEOUT, rx).await {
             Ok(Ok(reply)) => Ok(reply),
             // The stream broke before the answer: whether the peer took the stanza is unknown,
             // as for a unary call that failed in flight.
-            Ok(Err(_)) => Err(Status::unavailable("route stream broke")),
+            Ok(Err(_)) => Err(CallError::Unconfirmed(Status::unavailable(
+                "route stream broke before the answer",
+            ))),
             Err(_) => {
                 lock(&link.pending).remove(&seq);
-                Err(Status::deadline_exceeded("no answer on the route stream"))
+                Err(CallError::Unconfirmed(Status::deadline_exceeded(
+                    "no answer on the route stream",
+                )))
             }
         }
     }
@@ -229,9 +277,9 @@ impl Router for GrpcRouter {
         };
         let reply = match self.call(req).await {
             Ok(r) => r,
-            Err(status) => {
-                tracing::warn!(error = %status, "router call failed");
-                return Err(status_to_route_error(&status));
+            Err(e) => {
+                tracing::warn!(error = %e.status(), "router call failed");
+                return Err(e.into_route_error());
             }
         };
         match reply.result {
@@ -240,6 +288,7 @@ impl Router for GrpcRouter {
                 match pb::RouteCode::try_from(e.code).unwrap_or(pb::RouteCode::Unspecified) {
                     pb::RouteCode::NoRoute => RouteError::NoRoute(e.message),
                     pb::RouteCode::Unavailable => RouteError::Unavailable(e.message),
+                    pb::RouteCode::Unconfirmed => RouteError::Unconfirmed(e.message),
                     pb::RouteCode::InvalidArgument | pb::RouteCode::Unspecified => {
                         RouteError::Unavailable(format!("router refused the stanza: {}", e.message))
                     }
@@ -358,6 +407,11 @@ impl<H: Handle> RouterRpc for Served<H> {
         &self,
         request: Request<Streaming<pb::RouteRequest>>,
     ) -> Result<Response<ReplyStream>, Status> {
+        // A stopping server refuses new streams outright, so the caller knows the stanzas it
+        // has not sent yet never arrived here and can offer them to another node.
+        if *self.0.stop().borrow() {
+            return Err(Status::unavailable("shutting down"));
+        }
         let h = self.0.clone();
         Ok(Response::new(serve_stream(
             request.into_inner(),
@@ -397,6 +451,7 @@ impl Handle for RouterGrpcServer {
             },
             Err(RouteError::NoRoute(domain)) => error_reply(pb::RouteCode::NoRoute, domain),
             Err(RouteError::Unavailable(m)) => error_reply(pb::RouteCode::Unavailable, m),
+            Err(RouteError::Unconfirmed(m)) => error_reply(pb::RouteCode::Unconfirmed, m),
         }
     }
 }
@@ -410,7 +465,10 @@ pub trait RelayTargets: Send + Sync + 'static {
 
 /// Serves `relais.router.v1.Router` as a relay: each stanza goes on to the first target of
 /// [`RelayTargets`] that answers, as received — its XML is never parsed here, only the
-/// routing metadata is read. A target that cannot be reached is skipped for the next one.
+/// routing metadata is read. A target that provably did not get the stanza (no stream to it
+/// could be opened) is skipped for the next one; a target that got it and did not answer is
+/// not (the stanza may have been delivered): the sender gets `UNCONFIRMED` and bounces it.
+/// So one stanza never reaches two owners.
 #[derive(Clone)]
 pub struct RelayGrpcServer {
     targets: Arc<dyn RelayTargets>,
@@ -470,6 +528,7 @@ impl RelayGrpcServer {
             Ok(t) => t,
             Err(RouteError::NoRoute(d)) => return error_reply(pb::RouteCode::NoRoute, d),
             Err(RouteError::Unavailable(m)) => return error_reply(pb::RouteCode::Unavailable, m),
+            Err(RouteError::Unconfirmed(m)) => return error_reply(pb::RouteCode::Unconfirmed, m),
         };
         // The next hop continues this hop's span; without one (no exporter here), the
         // sender's context goes on unchanged.
@@ -480,9 +539,16 @@ impl RelayGrpcServer {
         for target in targets {
             match target.call(req.clone()).await {
                 Ok(reply) => return reply,
-                Err(status) => {
+                Err(CallError::NotSent(status)) => {
                     let to = req.meta.as_ref().map(|m| m.to.as_str()).unwrap_or_default();
-                    tracing::warn!(to, error = %status, "relay target failed; trying the next");
+                    tracing::warn!(to, error = %status, "relay target unreachable; trying the next");
+                }
+                // The target may have delivered it: offering it to the next owner could
+                // deliver it twice. The sender bounces it instead.
+                Err(CallError::Unconfirmed(status)) => {
+                    let to = req.meta.as_ref().map(|m| m.to.as_str()).unwrap_or_default();
+                    tracing::warn!(to, error = %status, "relay target did not confirm; not retrying");
+                    return error_reply(pb::RouteCode::Unconfirmed, status.message().to_owned());
                 }
             }
         }

@@ -94,6 +94,8 @@ pub struct ClientConfig {
     pub keepalive_interval: Duration,
     /// How long a keepalive ping may go unanswered. Default 10 s.
     pub keepalive_timeout: Duration,
+    /// Mutual TLS with the cluster CA; `None` dials plain HTTP/2. Default `None`.
+    pub tls: Option<crate::ClusterTls>,
 }
 
 impl Default for ClientConfig {
@@ -107,6 +109,7 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(5),
             keepalive_interval: Duration::from_secs(20),
             keepalive_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -255,12 +258,7 @@ impl GrpcSessionClient {
             .trim_start_matches("http://")
             .trim_start_matches("https://")
             .to_owned();
-        let channel = crate::channel(
-            endpoint,
-            config.connect_timeout,
-            config.keepalive_interval,
-            config.keepalive_timeout,
-        )?;
+        let channel = crate::channel(endpoint, &config)?;
         let inner = Arc::new(Inner {
             edge_id: edge_id.into(),
             config,

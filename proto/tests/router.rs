@@ -168,9 +168,10 @@ async fn streamed_routes_keep_each_recipients_order_and_answers() {
     }
 }
 
-/// A node that stops (SIGTERM) ends its route streams: a stanza in flight or sent after fails
-/// at once with `Unavailable` (the caller then tries the next node), never hangs, and is not
-/// delivered.
+/// A node that stops (SIGTERM) ends its route streams: a stanza in flight on a closing stream
+/// fails at once, unconfirmed (the caller cannot know it was not taken); once the stream is
+/// gone, the stopping node refuses new ones, so the next stanzas fail `Unavailable` (the
+/// caller then tries the next node). None hangs and none is delivered.
 #[tokio::test]
 async fn closed_route_streams_fail_fast() {
     let rec = Arc::new(Recording::default());
@@ -186,11 +187,23 @@ async fn closed_route_streams_fail_fast() {
     let m = chat("bob@elsewhere.example/r", "one").attr("from", "alice@localhost/a");
     remote.route(m.clone()).await.unwrap();
     server.close_streams();
+    let mut last = None;
     for _ in 0..3 {
         let res = tokio::time::timeout(std::time::Duration::from_secs(5), remote.route(m.clone()))
             .await
             .expect("a closed stream must not hang");
-        assert!(matches!(res, Err(RouteError::Unavailable(_))), "{res:?}");
+        assert!(
+            matches!(
+                res,
+                Err(RouteError::Unavailable(_) | RouteError::Unconfirmed(_))
+            ),
+            "{res:?}"
+        );
+        last = Some(res);
     }
+    assert!(
+        matches!(last, Some(Err(RouteError::Unavailable(_)))),
+        "{last:?}"
+    );
     assert_eq!(rec.0.lock().unwrap().len(), 1);
 }

@@ -2,6 +2,10 @@
 //! edges, session nodes and a router, each a real `relais serve --roles …` process. The
 //! session nodes share one embedded database file (SQLite in WAL mode handles several
 //! processes); it stands in for ScyllaDB, which cannot run on these machines.
+//!
+//! Cluster gRPC runs with mutual TLS by default, as in production: the harness makes a
+//! cluster CA ([`TestCa`]) and a certificate per node, and writes `[cluster.tls]` into each
+//! node's own config file.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -31,6 +35,8 @@ pub struct ClusterOpts {
     pub ttl_ms: u64,
     /// More TOML for every node (sections after `[cluster]`).
     pub extra_toml: String,
+    /// Mutual TLS between the nodes (`[cluster.tls]`). Default on.
+    pub tls: bool,
 }
 
 impl Default for ClusterOpts {
@@ -43,6 +49,7 @@ impl Default for ClusterOpts {
             heartbeat_ms: 300,
             ttl_ms: 1500,
             extra_toml: String::new(),
+            tls: true,
         }
     }
 }
@@ -52,8 +59,68 @@ pub struct Node {
     pub process: Process,
 }
 
+/// A certificate authority for tests: the cluster CA, or a stranger's.
+pub struct TestCa {
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+/// A PEM certificate chain and its private key.
+pub struct Issued {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        TestCa { cert, key }
+    }
+
+    pub fn ca_pem(&self) -> String {
+        self.cert.pem()
+    }
+
+    /// A node certificate for `node`, valid as client and server, naming the cluster's
+    /// default server name.
+    pub fn issue(&self, node: &str) -> Issued {
+        let mut params =
+            rcgen::CertificateParams::new(vec![proto_server_name().to_owned()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, node);
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+}
+
+/// The name node certificates carry (relais's `cluster.tls.server_name` default).
+pub fn proto_server_name() -> &'static str {
+    "relais-cluster"
+}
+
 pub struct Cluster {
     pub opts: ClusterOpts,
+    /// The cluster CA every node's certificate comes from (unused without `opts.tls`).
+    pub ca: TestCa,
     pub redis: RedisServer,
     pub dir: tempfile::TempDir,
     pub domain: String,
@@ -99,6 +166,7 @@ impl Cluster {
         let dir = tempfile::tempdir().unwrap();
         let mut c = Cluster {
             opts,
+            ca: TestCa::new("relais test cluster CA"),
             redis,
             dir,
             domain: "localhost".into(),
@@ -123,8 +191,9 @@ impl Cluster {
         c
     }
 
-    fn config(&self) -> std::path::PathBuf {
-        let path = self.dir.path().join("cluster.toml");
+    /// The config file of node `id`: the shared settings, and its own certificate.
+    fn config(&self, id: &str) -> std::path::PathBuf {
+        let path = self.dir.path().join(format!("cluster-{id}.toml"));
         if !path.exists() {
             let o = &self.opts;
             let text = format!(
@@ -135,6 +204,28 @@ impl Cluster {
                 o.peer_routing,
                 o.extra_toml
             );
+            let text = if o.tls {
+                let tls = self.dir.path().join("cluster-tls");
+                std::fs::create_dir_all(&tls).unwrap();
+                let ca = tls.join("ca.pem");
+                if !ca.exists() {
+                    std::fs::write(&ca, self.ca.ca_pem()).unwrap();
+                }
+                let issued = self.ca.issue(id);
+                let cert = tls.join(format!("{id}.crt"));
+                let key = tls.join(format!("{id}.key"));
+                std::fs::write(&cert, issued.cert_pem).unwrap();
+                std::fs::write(&key, issued.key_pem).unwrap();
+                // A table header of its own: valid after whatever `extra_toml` ends with.
+                format!(
+                    "{text}\n[cluster.tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+                    ca.display(),
+                    cert.display(),
+                    key.display()
+                )
+            } else {
+                text
+            };
             std::fs::write(&path, text).unwrap();
         }
         path
@@ -145,7 +236,7 @@ impl Cluster {
         let mut args: Vec<OsString> = vec![
             "serve".into(),
             "--config".into(),
-            self.config().into(),
+            self.config(id).into(),
             "--data-dir".into(),
             self.dir.path().into(),
             "--roles".into(),

@@ -221,6 +221,25 @@ ttl_ms = {{ int64 $k.ttl_ms }}
 {{- if and (eq .role "edge") $k.see_other_host }}
 see_other_host = {{ toJson $k.see_other_host }}
 {{- end }}
+{{- if eq $v.clusterTls.mode "none" }}
+insecure_private_network = true
+{{- else }}
+
+[cluster.tls]
+ca = "/etc/relais/cluster-tls/ca.crt"
+cert = "/etc/relais/cluster-tls/tls.crt"
+key = "/etc/relais/cluster-tls/tls.key"
+server_name = {{ toJson $v.clusterTls.serverName }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret with the cluster CA and the certificate of role .role: (dict "ctx" $ "role" "edge"). */}}
+{{- define "relais.clusterTls.secretName" -}}
+{{- if eq .ctx.Values.clusterTls.mode "existingSecret" -}}
+{{ .ctx.Values.clusterTls.existingSecret }}
+{{- else -}}
+{{ include "relais.fullname" .ctx }}-cluster-tls-{{ .role }}
 {{- end }}
 {{- end }}
 
@@ -394,6 +413,18 @@ volumes:
               - key: tls.key
                 path: tls/{{ $dir }}/tls.key
         {{- end }}
+        {{- end }}
+        {{- if and (ne .role "all") (ne $v.clusterTls.mode "none") }}
+        # The cluster CA and this role's certificate ([cluster.tls]).
+        - secret:
+            name: {{ include "relais.clusterTls.secretName" (dict "ctx" .ctx "role" .role) }}
+            items:
+              - key: ca.crt
+                path: cluster-tls/ca.crt
+              - key: tls.crt
+                path: cluster-tls/tls.crt
+              - key: tls.key
+                path: cluster-tls/tls.key
         {{- end }}
   {{- if not .persistent }}
   - name: data

@@ -309,6 +309,34 @@ pub struct ClusterSection {
     /// Edge drain: on SIGTERM, send clients `<see-other-host/>` naming this `host[:port]`
     /// (another edge, or the load balancer) instead of `<system-shutdown/>`.
     pub see_other_host: Option<String>,
+    /// Mutual TLS on every cluster gRPC call (see ARCHITECTURE.md, "Cluster security").
+    pub tls: Option<ClusterTlsSection>,
+    /// Allows plain gRPC on a non-loopback `grpc` address without `[cluster.tls]`: only for
+    /// a private network where every host that can reach the port is trusted.
+    pub insecure_private_network: bool,
+}
+
+/// `[cluster.tls]`: the cluster CA and this node's certificate, PEM files (Kubernetes: a
+/// mounted Secret). Read at start; a changed file takes effect at the next restart.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterTlsSection {
+    /// The cluster CA certificate(s). Servers accept only clients with a certificate it
+    /// signed; clients accept only servers with one.
+    pub ca: PathBuf,
+    /// This node's certificate chain, signed by the cluster CA, with `server_name` as a DNS
+    /// subject alternative name.
+    pub cert: PathBuf,
+    /// This node's private key.
+    pub key: PathBuf,
+    /// The name clients check in every server's certificate (node addresses are Pod IPs,
+    /// which certificates cannot name in advance). Default `relais-cluster`.
+    #[serde(default = "default_cluster_server_name")]
+    pub server_name: String,
+}
+
+fn default_cluster_server_name() -> String {
+    proto::DEFAULT_SERVER_NAME.to_owned()
 }
 
 impl Default for ClusterSection {
@@ -328,6 +356,8 @@ impl Default for ClusterSection {
             heartbeat_ms: 2000,
             ttl_ms: 6000,
             see_other_host: None,
+            tls: None,
+            insecure_private_network: false,
         }
     }
 }
@@ -736,6 +766,8 @@ pub struct ClusterValidated {
     pub members: Vec<cluster::Member>,
     pub heartbeat: std::time::Duration,
     pub ttl: std::time::Duration,
+    /// Mutual TLS for every cluster gRPC server and client, from `[cluster.tls]`.
+    pub tls: Option<proto::ClusterTls>,
 }
 
 impl ClusterSection {
@@ -817,11 +849,31 @@ impl ClusterSection {
                 "cluster.ttl_ms must be longer than a non-zero cluster.heartbeat_ms".into(),
             );
         }
+        let tls = match &self.tls {
+            Some(t) => Some(
+                proto::ClusterTls::load(&t.ca, &t.cert, &t.key, t.server_name.trim())
+                    .map_err(|e| ConfigError::Invalid(format!("cluster.tls: {e}")))?,
+            ),
+            None => None,
+        };
+        if let Some(g) = grpc
+            && tls.is_none()
+            && !g.ip().is_loopback()
+            && !self.insecure_private_network
+        {
+            return bad(format!(
+                "cluster.grpc listens on {g}, which is not a loopback address, without [cluster.tls]: \
+                 cluster gRPC carries credentials and stanzas, and anyone who reaches the port could \
+                 attach sessions. Set [cluster.tls] ca, cert and key (mutual TLS), or set \
+                 cluster.insecure_private_network = true if every host on this network is trusted"
+            ));
+        }
         Ok(ClusterValidated {
             node_id,
             grpc,
             advertise,
             members,
+            tls,
             heartbeat: std::time::Duration::from_millis(self.heartbeat_ms),
             ttl: std::time::Duration::from_millis(self.ttl_ms),
         })
@@ -872,6 +924,7 @@ mod tests {
         assert!(err.contains("cluster.advertise"), "{err}");
         c.cluster.advertise = Some("10.0.0.5:7400".into());
         c.cluster.node_id = Some("node-1".into());
+        c.cluster.insecure_private_network = true;
         let v = c.validate().unwrap();
         assert_eq!(v.roles, [Role::Edge, Role::Session]);
         assert_eq!(v.cluster.unwrap().advertise, "10.0.0.5:7400");
@@ -889,6 +942,46 @@ mod tests {
                 .to_string()
                 .contains("cannot be combined")
         );
+    }
+
+    #[test]
+    fn cluster_grpc_off_loopback_needs_tls_or_the_explicit_opt_out() {
+        let mut c = Config::parse(
+            "[server]\nroles = [\"router\"]\n[cluster]\nnode_id = \"r1\"\ngrpc = \"10.1.2.3:7400\"\n",
+        )
+        .unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("[cluster.tls]"), "{err}");
+        assert!(err.contains("insecure_private_network"), "{err}");
+        // Loopback stays reachable from this host only.
+        c.cluster.grpc = "127.0.0.1:7400".into();
+        assert!(c.validate().is_ok());
+        c.cluster.grpc = "10.1.2.3:7400".into();
+        let opt_out = Config::parse(
+            "[server]\nroles = [\"router\"]\n[cluster]\nnode_id = \"r1\"\ngrpc = \"10.1.2.3:7400\"\n\
+             insecure_private_network = true\n",
+        )
+        .unwrap();
+        let v = opt_out.validate().unwrap();
+        assert!(v.cluster.unwrap().tls.is_none());
+        // [cluster.tls] is typed: unknown keys and missing files are named.
+        let err =
+            Config::parse("[cluster.tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\ncrt = \"d\"\n")
+                .unwrap_err();
+        assert!(err.contains("unknown field `crt`"), "{err}");
+        c.cluster.tls = Some(ClusterTlsSection {
+            ca: "/nonexistent/ca.pem".into(),
+            cert: "/nonexistent/node.pem".into(),
+            key: "/nonexistent/node.key".into(),
+            server_name: default_cluster_server_name(),
+        });
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("cluster.tls") && err.contains("/nonexistent/ca.pem"),
+            "{err}"
+        );
+        // The standalone server is unaffected.
+        assert!(Config::default().validate().is_ok());
     }
 
     #[test]

@@ -40,6 +40,20 @@ pub struct View {
     routers: RwLock<Arc<Placement>>,
     /// Bumped after each change, for tasks that react to membership changes.
     changes: watch::Sender<u64>,
+    /// How every cluster gRPC client of this node dials (mutual TLS, keepalive).
+    client: ClientConfig,
+}
+
+/// The settings of this node's cluster gRPC clients: mutual TLS when configured, and an
+/// HTTP/2 keepalive that notices a partitioned peer within seconds.
+pub fn cluster_client(tls: Option<proto::ClusterTls>) -> ClientConfig {
+    ClientConfig {
+        connect_timeout: Duration::from_secs(2),
+        keepalive_interval: Duration::from_secs(5),
+        keepalive_timeout: Duration::from_secs(5),
+        tls,
+        ..ClientConfig::default()
+    }
 }
 
 impl View {
@@ -51,6 +65,7 @@ impl View {
         domains: Arc<session::Domains>,
         mut members: watch::Receiver<MemberSet>,
         grace: Duration,
+        client: ClientConfig,
     ) -> Arc<Self> {
         let view = Arc::new(View {
             me,
@@ -58,6 +73,7 @@ impl View {
             sessions: RwLock::new(Arc::new(Placement::new([]))),
             routers: RwLock::new(Arc::new(Placement::new([]))),
             changes: watch::Sender::new(0),
+            client,
         });
         view.set(&members.borrow_and_update());
         let weak = Arc::downgrade(&view);
@@ -158,12 +174,12 @@ impl Locality for PlacementLocality {
 struct RouterClients(Mutex<HashMap<String, GrpcRouter>>);
 
 impl RouterClients {
-    fn get(&self, addr: &str) -> Result<GrpcRouter, RouteError> {
+    fn get(&self, addr: &str, config: &ClientConfig) -> Result<GrpcRouter, RouteError> {
         let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(c) = map.get(addr) {
             return Ok(c.clone());
         }
-        let c = GrpcRouter::connect_lazy(format!("http://{addr}"))
+        let c = GrpcRouter::connect_lazy_with(format!("http://{addr}"), config)
             .map_err(|e| RouteError::Unavailable(e.to_string()))?;
         map.insert(addr.to_owned(), c.clone());
         Ok(c)
@@ -206,7 +222,7 @@ impl PeerRouter {
     async fn via_router(&self, st: &Element, key: &[u8]) -> Option<Result<(), RouteError>> {
         let routers = View::ranked(&self.view.routers(), key, 2);
         for r in routers {
-            let client = match self.clients.get(&r.addr) {
+            let client = match self.clients.get(&r.addr, &self.view.client) {
                 Ok(c) => c,
                 Err(e) => return Some(Err(e)),
             };
@@ -234,7 +250,7 @@ impl PeerRouter {
                     .await
                     .map_err(|e| RouteError::Unavailable(e.to_string()));
             }
-            let client = self.clients.get(&m.addr)?;
+            let client = self.clients.get(&m.addr, &self.view.client)?;
             match client.route(st.clone()).await {
                 Err(RouteError::Unavailable(e)) => {
                     tracing::warn!(node = %m.id, error = %e, "session node unreachable; trying the next owner");
@@ -335,7 +351,7 @@ impl RelayTargets for RelayToOwner {
         }
         candidates
             .iter()
-            .map(|m| self.clients.get(&m.addr))
+            .map(|m| self.clients.get(&m.addr, &self.view.client))
             .collect()
     }
 }
@@ -361,6 +377,7 @@ impl ClusterSessions {
             connect_timeout: Duration::from_secs(2),
             keepalive_interval: Duration::from_secs(5),
             keepalive_timeout: Duration::from_secs(5),
+            tls: view.client.tls.clone(),
             ..ClientConfig::default()
         };
         Arc::new(ClusterSessions {
@@ -750,7 +767,10 @@ pub async fn poll_domains(
         for m in View::ranked(&view.sessions(), b"relais-domains", MAX_CANDIDATES) {
             let client = match clients.get(&m.addr) {
                 Some(c) => c.clone(),
-                None => match proto::GrpcDomains::connect_lazy(format!("http://{}", m.addr)) {
+                None => match proto::GrpcDomains::connect_lazy_with(
+                    format!("http://{}", m.addr),
+                    &view.client,
+                ) {
                     Ok(c) => {
                         clients.insert(m.addr.clone(), c.clone());
                         c

@@ -406,7 +406,13 @@ async fn clustered(
         }
     };
     let domains = registry(&v);
-    let view = View::follow(c.node_id.clone(), domains.clone(), members.watch(), c.ttl);
+    let view = View::follow(
+        c.node_id.clone(),
+        domains.clone(),
+        members.watch(),
+        c.ttl,
+        crate::nodes::cluster_client(c.tls.clone()),
+    );
 
     // Session role: the live state of the accounts placement gives this node.
     let mut session_node = None;
@@ -491,8 +497,15 @@ async fn clustered(
     }
     if let (Some((listener, _)), Some(routes)) = (grpc, routes) {
         let shutdown = until(&stop_rx);
+        // Mutual TLS when configured (config validation refuses plain gRPC off loopback
+        // unless the operator opted out), and HTTP/2 keepalive to notice vanished peers.
+        let serve_config = proto::ServeConfig {
+            tls: c.tls.clone(),
+            ..proto::ServeConfig::default()
+        };
+        tracing::info!(mtls = serve_config.tls.is_some(), "grpc server");
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = proto::serve(listener, routes, shutdown).await {
+            if let Err(e) = proto::serve_with(listener, routes, &serve_config, shutdown).await {
                 tracing::error!(error = %e, "grpc server failed");
             }
         }));

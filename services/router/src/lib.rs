@@ -11,6 +11,7 @@ use xmpp::{Element, StanzaErrorCondition};
 pub enum ErrorCode {
     NoRoute,
     Unavailable,
+    Unconfirmed,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +22,10 @@ pub enum RouteError {
     /// The route exists but cannot take the stanza now.
     #[error("route unavailable: {0}")]
     Unavailable(String),
+    /// The stanza was handed to the next hop, which did not confirm it: it may have been
+    /// delivered, so it must not be offered to another route (that could deliver it twice).
+    #[error("route unconfirmed: {0}")]
+    Unconfirmed(String),
 }
 
 impl RouteError {
@@ -28,6 +33,7 @@ impl RouteError {
         match self {
             RouteError::NoRoute(_) => ErrorCode::NoRoute,
             RouteError::Unavailable(_) => ErrorCode::Unavailable,
+            RouteError::Unconfirmed(_) => ErrorCode::Unconfirmed,
         }
     }
 
@@ -35,7 +41,9 @@ impl RouteError {
     pub fn condition(&self) -> StanzaErrorCondition {
         match self.code() {
             ErrorCode::NoRoute => StanzaErrorCondition::RemoteServerNotFound,
-            ErrorCode::Unavailable => StanzaErrorCondition::RemoteServerTimeout,
+            ErrorCode::Unavailable | ErrorCode::Unconfirmed => {
+                StanzaErrorCondition::RemoteServerTimeout
+            }
         }
     }
 }
