@@ -509,6 +509,11 @@ pub struct SessionSection {
     /// XEP-0198: seconds a session whose connection was lost waits for `<resume/>`
     /// (0 turns resumption off).
     pub sm_resume_secs: u32,
+    /// XEP-0198: keep a durable copy (in offline storage) of each message delivered to a
+    /// stream-managed session until the client acknowledges it, so that no acknowledged
+    /// message is lost when a session node dies. Costs one storage write and one delete per
+    /// such message.
+    pub durable_sm_queue: bool,
     /// XEP-0313 message archive (MAM) on or off.
     pub archive: bool,
     /// XEP-0313: days archived messages are kept (unset: forever).
@@ -526,6 +531,7 @@ impl Default for SessionSection {
             version_enabled: s.version_enabled,
             max_resources: s.max_resources,
             sm_resume_secs: s.sm_resume_secs,
+            durable_sm_queue: s.durable_sm_queue,
             archive: s.archive_enabled,
             archive_retention_days: s.archive_retention_days,
             offline_retention_days: s.offline_retention_days,

@@ -139,6 +139,7 @@ fn session_config(cfg: &Config, v: &Validated) -> session::SessionConfig {
         version_enabled: cfg.session.version_enabled,
         max_resources: cfg.session.max_resources,
         sm_resume_secs: cfg.session.sm_resume_secs,
+        durable_sm_queue: cfg.session.durable_sm_queue,
         archive_enabled: cfg.session.archive,
         archive_retention_days: cfg.session.archive_retention_days,
         offline_retention_days: cfg.session.offline_retention_days,

@@ -262,6 +262,11 @@ pub struct SessionConfig {
     pub sm_max_unacked: usize,
     /// XEP-0198: the most bytes (approximately) of unacknowledged stanzas kept per session.
     pub sm_max_unacked_bytes: usize,
+    /// XEP-0198: a chat or normal message with a body delivered to a stream-managed session
+    /// is first written to offline storage and removed when acknowledged, so that no
+    /// acknowledged message dies with a session node's memory. Off: the unacknowledged queue
+    /// is in memory only and reaches offline storage when the session ends cleanly.
+    pub durable_sm_queue: bool,
     /// XEP-0313: archive 1:1 messages and answer MAM queries. Off: nothing is archived, MAM
     /// is not advertised and its queries get `<service-unavailable/>`.
     pub archive_enabled: bool,
@@ -282,6 +287,7 @@ impl Default for SessionConfig {
             sm_resume_secs: 300,
             sm_max_unacked: 1000,
             sm_max_unacked_bytes: 512 * 1024,
+            durable_sm_queue: true,
             archive_enabled: true,
             archive_retention_days: None,
             offline_retention_days: None,

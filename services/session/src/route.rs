@@ -324,7 +324,7 @@ impl LocalSessionService {
         self.archive_received(&user, &mut st).await;
         if let Jid::Full(full) = &jid {
             if let Some(r) = user.resource(full)
-                && r.sink.send(ToClient::Stanza(st.clone())).is_ok()
+                && self.deliver_message(&bare, &[r], &st).await
             {
                 return Ok(());
             }
@@ -354,11 +354,7 @@ impl LocalSessionService {
         let mut candidates: Vec<&Resource> = user.available().filter(|r| r.priority >= 0).collect();
         candidates.sort_by_key(|r| std::cmp::Reverse(r.priority));
         for group in candidates.chunk_by(|a, b| a.priority == b.priority) {
-            let mut delivered = false;
-            for r in group {
-                delivered |= r.sink.send(ToClient::Stanza(st.clone())).is_ok();
-            }
-            if delivered {
+            if self.deliver_message(&bare, group, &st).await {
                 return Ok(());
             }
         }
@@ -397,6 +393,77 @@ impl LocalSessionService {
         Ok(())
     }
 
+    /// Delivers a message to each of `targets` (resources of `bare`, whose lock the caller
+    /// holds); true when at least one took it.
+    ///
+    /// A chat or normal message with a body going to a stream-managed resource is first
+    /// written to offline storage, once for all targets (`durable_sm_queue`): its stored copy
+    /// stays there until a resource acknowledges it, so a session node that dies with the
+    /// message in a XEP-0198 queue (attached or waiting for resumption) loses nothing — the
+    /// account's next login, on whichever node owns it then, gets it as an offline message
+    /// (with its XEP-0359 stanza-id, so clients that also synced it through MAM can tell).
+    pub(crate) async fn deliver_message(
+        &self,
+        bare: &BareJid,
+        targets: &[&Resource],
+        st: &Element,
+    ) -> bool {
+        let durable = self.config.durable_sm_queue
+            && targets.iter().any(|r| r.sm.is_some())
+            && st.get_child("body", ns::CLIENT).is_some()
+            && matches!(build::ty(st), None | Some("chat" | "normal"));
+        let mut stored = None;
+        if durable {
+            // Bounded by the sessions' caps, not by the offline quota: it is not a new
+            // offline message but the durable side of a delivery.
+            let unlimited = storage::OfflineQuota {
+                messages: usize::MAX,
+                bytes: usize::MAX,
+            };
+            match self
+                .storage
+                .offline
+                .push(bare, now_ms(), &st.to_string(), unlimited)
+                .await
+            {
+                Ok(id) => stored = Some(id),
+                Err(e) => {
+                    tracing::warn!(to = %bare, error = %e, "cannot keep a durable copy of a delivery")
+                }
+            }
+        }
+        let mut delivered = false;
+        let mut held = false;
+        for r in targets {
+            let ok = match (&r.sm, stored) {
+                (Some(sm), Some(id)) => {
+                    let ok = sm.send_tagged(st.clone(), id).is_ok();
+                    held |= ok;
+                    ok
+                }
+                _ => r.sink.send(ToClient::Stanza(st.clone())).is_ok(),
+            };
+            delivered |= ok;
+        }
+        if let Some(id) = stored
+            && !held
+            && let Err(e) = self.storage.offline.remove_ids(bare, &[id]).await
+        {
+            tracing::warn!(to = %bare, error = %e, "cannot remove an unused durable copy");
+        }
+        delivered
+    }
+
+    /// The offline ids held unacknowledged by the stream-managed sessions of `user`: stored
+    /// copies of deliveries in flight, which an offline flush must not send again.
+    fn in_flight(user: &UserGuard<'_>) -> std::collections::HashSet<u64> {
+        user.resources
+            .iter()
+            .filter_map(|r| r.sm.as_ref())
+            .flat_map(|sm| sm.offline_ids())
+            .collect()
+    }
+
     /// Delivers the stored offline messages to a resource that just became available with
     /// a non-negative priority, each with an XEP-0203 delay, a page at a time.
     ///
@@ -432,6 +499,7 @@ impl LocalSessionService {
             }
             return self.offline_step(user, to, &sm).await;
         }
+        let skip = Self::in_flight(user);
         let mut after = 0;
         loop {
             let page = self
@@ -442,20 +510,20 @@ impl LocalSessionService {
             let Some(last) = page.last().map(|m| m.id) else {
                 break;
             };
-            let mut sent_up_to = None;
+            let mut sent = Vec::new();
             let mut refused = false;
-            for m in page {
-                if let Some(el) = self.offline_stanza(&bare, &m)
+            for m in page.iter().filter(|m| !skip.contains(&m.id)) {
+                if let Some(el) = self.offline_stanza(&bare, m)
                     && sink.send(ToClient::Stanza(el)).is_err()
                 {
                     refused = true;
                     break;
                 }
-                sent_up_to = Some(m.id);
+                sent.push(m.id);
             }
-            if let Some(id) = sent_up_to {
-                self.storage.offline.remove_up_to(&bare, id).await?;
-                tracing::debug!(to = %to, up_to = id, "offline messages delivered");
+            if !sent.is_empty() {
+                self.storage.offline.remove_ids(&bare, &sent).await?;
+                tracing::debug!(to = %to, delivered = sent.len(), "offline messages delivered");
             }
             if refused {
                 break;
@@ -491,8 +559,13 @@ impl LocalSessionService {
             .list_page(&bare, after, count.min(OFFLINE_PAGE), bytes.max(1))
             .await?;
         let end = page.is_empty();
+        let skip = Self::in_flight(user);
         let mut cursor = after;
         for m in page {
+            if skip.contains(&m.id) {
+                cursor = m.id;
+                continue;
+            }
             if let Some(el) = self.offline_stanza(&bare, &m)
                 && !sm.send_offline(el, m.id)
             {

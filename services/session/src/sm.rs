@@ -191,9 +191,9 @@ impl SmSink {
         st.received = st.received.wrapping_add(1);
     }
 
-    /// The client acknowledged `h` stanzas in total. Returns the highest offline id among the
-    /// newly acknowledged stanzas: offline storage may now forget it and those before it.
-    pub fn ack(&self, h: u32) -> Result<Option<u64>, SessionError> {
+    /// The client acknowledged `h` stanzas in total. Returns the offline ids of the newly
+    /// acknowledged stanzas that have a stored copy: offline storage may now forget them.
+    pub fn ack(&self, h: u32) -> Result<Vec<u64>, SessionError> {
         let mut st = self.lock();
         let n = h.wrapping_sub(st.acked) as usize;
         if n > st.unacked.len() {
@@ -348,14 +348,14 @@ impl SmSink {
 }
 
 impl SmState {
-    /// Forgets the `n` oldest; returns the highest offline id among them.
-    fn forget(&mut self, n: usize) -> Option<u64> {
-        let mut offline = None;
+    /// Forgets the `n` oldest; returns the offline ids among them.
+    fn forget(&mut self, n: usize) -> Vec<u64> {
+        let mut offline = Vec::new();
         for _ in 0..n {
             if let Some((_, size, id)) = self.unacked.pop_front() {
                 self.bytes = self.bytes.saturating_sub(size);
                 self.total.fetch_sub(1, Ordering::Relaxed);
-                offline = offline.max(id);
+                offline.extend(id);
             }
         }
         offline
@@ -368,9 +368,34 @@ impl ClientSink for SmSink {
     }
 
     fn send(&self, item: ToClient) -> Result<(), SinkError> {
-        let mut st = self.lock();
         match item {
-            ToClient::Stanza(el) => {
+            ToClient::Stanza(el) => self.deliver(el, None),
+            ToClient::Close(cond) => match &self.lock().conn {
+                Some(conn) => conn.send(ToClient::Close(cond)),
+                None => Err(SinkError::Closed),
+            },
+        }
+    }
+}
+
+impl SmSink {
+    /// Delivers a message whose durable copy is offline message `offline_id` (see
+    /// `LocalSessionService::deliver_message`): counted and capped like any delivery, and
+    /// when acknowledged its stored copy is removed; at the end of the session it is not
+    /// stored again.
+    pub fn send_tagged(&self, el: Element, offline_id: u64) -> Result<(), SinkError> {
+        self.deliver(el, Some(offline_id))
+    }
+
+    /// The offline ids of the stored messages this session holds unacknowledged.
+    pub fn offline_ids(&self) -> Vec<u64> {
+        self.lock().unacked.iter().filter_map(|u| u.2).collect()
+    }
+
+    fn deliver(&self, el: Element, tag: Option<u64>) -> Result<(), SinkError> {
+        let mut st = self.lock();
+        {
+            {
                 if st.finished {
                     return Err(SinkError::Closed);
                 }
@@ -399,14 +424,10 @@ impl ClientSink for SmSink {
                 }
                 st.sent = st.sent.wrapping_add(1);
                 st.bytes = st.bytes.saturating_add(size);
-                st.unacked.push_back((el, size, None));
+                st.unacked.push_back((el, size, tag));
                 st.total.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
-            ToClient::Close(cond) => match &st.conn {
-                Some(conn) => conn.send(ToClient::Close(cond)),
-                None => Err(SinkError::Closed),
-            },
         }
     }
 }
@@ -488,10 +509,11 @@ impl LocalSessionService {
                     .ok_or(SessionError::Unsupported("stream management not enabled"))?;
             (sm, r.offline_cursor.is_some())
         };
-        if let Some(id) = sm.ack(h)? {
-            // Acknowledged offline messages leave storage only now (XEP-0198 §5: until the
-            // acknowledgement they are not delivered).
-            if let Err(e) = self.storage.offline.remove_up_to(&bare, id).await {
+        let acked = sm.ack(h)?;
+        if !acked.is_empty() {
+            // Stored copies leave storage only now (XEP-0198 §5: until the acknowledgement
+            // they are not delivered).
+            if let Err(e) = self.storage.offline.remove_ids(&bare, &acked).await {
                 tracing::warn!(to = %bare, error = %e, "cannot remove acknowledged offline messages");
             }
         }

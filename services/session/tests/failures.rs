@@ -60,6 +60,9 @@ impl OfflineStore for Down {
     async fn remove_up_to(&self, _: &BareJid, _: u64) -> storage::Result<()> {
         down()
     }
+    async fn remove_ids(&self, _: &BareJid, _: &[u64]) -> storage::Result<()> {
+        down()
+    }
     async fn count(&self, _: &BareJid) -> storage::Result<usize> {
         down()
     }

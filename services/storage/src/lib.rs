@@ -266,6 +266,8 @@ pub trait OfflineStore: Send + Sync + 'static {
     ) -> Result<Vec<OfflineMessage>>;
     /// Removes the messages with id <= `up_to` (after they were delivered).
     async fn remove_up_to(&self, owner: &BareJid, up_to: u64) -> Result<()>;
+    /// Removes the owner's messages with these ids (those that are not stored are ignored).
+    async fn remove_ids(&self, owner: &BareJid, ids: &[u64]) -> Result<()>;
     async fn count(&self, owner: &BareJid) -> Result<usize>;
     /// Removes every owner's messages stored before `older_than_ms` (retention); returns how
     /// many were removed.

@@ -964,6 +964,32 @@ impl OfflineStore for SqliteStore {
         .await
     }
 
+    async fn remove_ids(&self, owner: &BareJid, ids: &[u64]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let owner = owner.as_str().to_owned();
+        let ids = ids.to_vec();
+        self.call(move |conn| {
+            let tx = immediate(conn)?;
+            let mut removed = 0;
+            {
+                let mut stmt = tx
+                    .prepare_cached("DELETE FROM offline_messages WHERE owner = ?1 AND id = ?2")
+                    .map_err(db_err)?;
+                for id in &ids {
+                    removed += stmt
+                        .execute(params![owner, to_sql_u64(*id)])
+                        .map_err(db_err)?;
+                }
+            }
+            tx.commit().map_err(db_err)?;
+            tracing::debug!(owner = %owner, removed, "offline messages removed by id");
+            Ok(())
+        })
+        .await
+    }
+
     async fn remove_up_to(&self, owner: &BareJid, up_to: u64) -> Result<()> {
         let owner = owner.as_str().to_owned();
         self.call(move |conn| {

@@ -363,6 +363,17 @@ impl OfflineStore for ScyllaStore {
         Ok(())
     }
 
+    async fn remove_ids(&self, owner: &BareJid, ids: &[u64]) -> Result<()> {
+        for chunk in ids.chunks(EXPIRE_CHUNK) {
+            let chunk: Vec<i64> = chunk.iter().map(|id| to_i64(*id)).collect();
+            self.exec(&self.st.offline_delete_ids, (owner.as_str(), &chunk))
+                .await?;
+            self.exec(&self.st.offline_sizes_delete_ids, (owner.as_str(), &chunk))
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn count(&self, owner: &BareJid) -> Result<usize> {
         Ok(self.offline_ids(owner.as_str()).await?.len())
     }
