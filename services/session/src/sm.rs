@@ -418,9 +418,17 @@ impl SmSink {
                     self.overflow(&mut st);
                 }
                 if let Some(conn) = &st.conn {
-                    // Not counted if the connection refuses it: the caller falls back as for
-                    // any unreachable resource, and the client never sees it.
-                    conn.send(ToClient::Stanza(el.clone()))?;
+                    match conn.send(ToClient::Stanza(el.clone())) {
+                        Ok(()) => {}
+                        // The connection is gone but the session can be resumed (its edge
+                        // died, and the detach is on its way): queue it as for a detached
+                        // session, so a resume sends it and nothing takes a detour through
+                        // offline storage that a resume would not flush.
+                        Err(SinkError::Closed) if st.resume_id.is_some() => st.conn = None,
+                        // Otherwise not counted: the caller falls back as for any unreachable
+                        // resource, and the client never sees it.
+                        Err(e) => return Err(e),
+                    }
                 }
                 st.sent = st.sent.wrapping_add(1);
                 st.bytes = st.bytes.saturating_add(size);
