@@ -15,6 +15,9 @@ use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 /// cluster is a pod IP or a host name that certificates cannot know in advance.
 pub const DEFAULT_SERVER_NAME: &str = "relais-cluster";
 
+/// How long a server waits for a client to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Why the cluster TLS files cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -110,6 +113,8 @@ impl ClusterTls {
             .identity(self.identity.clone())
             .client_ca_root(self.ca.clone())
             .client_auth_optional(false)
+            // A connection that stalls its handshake is dropped instead of holding a task.
+            .timeout(HANDSHAKE_TIMEOUT)
     }
 
     /// A client that presents this node's certificate and trusts only the cluster CA.
