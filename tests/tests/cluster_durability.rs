@@ -92,8 +92,8 @@ async fn resume(c: &Cluster, p: &mut Peer, edge: usize) -> bool {
     }
     let h: usize = answer.get_attr("h").unwrap().parse().unwrap();
     p.acked = p.acked.max(h.min(p.sent.len()));
-    for id in p.sent[p.acked..].to_vec() {
-        cl.send(&message_to(&partner(&p.local), &id)).await;
+    for id in &p.sent[p.acked..] {
+        cl.send(&message_to(&partner(&p.local), id)).await;
     }
     p.client = Some(cl);
     true
