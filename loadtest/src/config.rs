@@ -304,6 +304,11 @@ pub struct Chat {
     #[serde(default = "d_drain")]
     #[arg(long, default_value_t = d_drain())]
     pub drain_secs: f64,
+    /// XEP-0198: every client enables stream management after login and answers the
+    /// server's `<r/>` (as Conversations and Monal do).
+    #[serde(default)]
+    #[arg(long)]
+    pub sm: bool,
 }
 
 /// Presence churn: `users` online, each mutually subscribed with its `contacts` successors

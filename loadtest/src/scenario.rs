@@ -362,7 +362,7 @@ async fn close_all(env: &Env, live: Vec<Option<Live>>) {
     }
 }
 
-fn shared(env: &Env, chat: Option<(u32, u32)>, body_bytes: u32) -> Arc<Shared> {
+fn shared(env: &Env, chat: Option<(u32, u32)>, body_bytes: u32, sm: bool) -> Arc<Shared> {
     let pad = if body_bytes == 0 {
         String::new()
     } else {
@@ -379,6 +379,7 @@ fn shared(env: &Env, chat: Option<(u32, u32)>, body_bytes: u32) -> Arc<Shared> {
         metrics: Arc::clone(&env.metrics),
         chat,
         pad,
+        sm,
     })
 }
 
@@ -466,7 +467,7 @@ async fn idle(
     report: &mut ScenarioReport,
 ) -> Option<ServerReport> {
     env.set_phase("logins");
-    let sh = shared(env, None, 0);
+    let sh = shared(env, None, 0, false);
     let window = Window::open(env);
     let live = ramp_hold(env, p.users, p.rate, p.concurrency, sh).await;
     let (login_secs, login_server, client) = window.close(env);
@@ -520,7 +521,7 @@ async fn chat(
     report: &mut ScenarioReport,
 ) -> Option<ServerReport> {
     env.set_phase("logins");
-    let sh = shared(env, Some((p.users, p.contacts)), p.body_bytes);
+    let sh = shared(env, Some((p.users, p.contacts)), p.body_bytes, p.sm);
     let ramp_start = Instant::now();
     let live = ramp_hold(env, p.users, p.login_rate, p.concurrency, sh).await;
     let ramp_secs = ramp_start.elapsed().as_secs_f64();
@@ -623,7 +624,7 @@ async fn presence(
     report: &mut ScenarioReport,
 ) -> Option<ServerReport> {
     env.set_phase("logins");
-    let sh = shared(env, None, 0);
+    let sh = shared(env, None, 0, false);
     let ramp_start = Instant::now();
     let live = ramp_hold(env, p.users, p.login_rate, p.concurrency, sh).await;
     let ramp_secs = ramp_start.elapsed().as_secs_f64();

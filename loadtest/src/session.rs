@@ -58,7 +58,11 @@ pub struct Shared {
     pub chat: Option<(u32, u32)>,
     /// Padding appended to every message body.
     pub pad: String,
+    /// XEP-0198 on every session (`<enable/>` after login, `<a/>` for each `<r/>`).
+    pub sm: bool,
 }
+
+const NS_SM: &str = "urn:xmpp:sm:3";
 
 /// Parses `lt SEQ NANOS` (as written by `stamp`).
 pub fn parse_stamp(text: &str) -> Option<(u64, u64)> {
@@ -106,6 +110,11 @@ async fn drive(
     rx: &mut mpsc::Receiver<Cmd>,
     shared: &Shared,
 ) -> Result<bool, Error> {
+    // XEP-0198: stanzas received since `<enabled/>`; `None` until then.
+    let mut sm_in: Option<u32> = None;
+    if shared.sm {
+        s.xs.send(b"<enable xmlns='urn:xmpp:sm:3'/>").await?;
+    }
     loop {
         tokio::select! {
             read = s.xs.read_some() => {
@@ -114,7 +123,23 @@ async fn drive(
                 }
                 while let Some(ev) = s.xs.poll_event()? {
                     match ev {
-                        StreamEvent::Stanza(el) => handle_stanza(s, idx, el, shared).await?,
+                        StreamEvent::Stanza(el) if el.ns() == NS_SM => match el.name() {
+                            "enabled" => sm_in = Some(0),
+                            "r" => {
+                                let h = sm_in.unwrap_or(0);
+                                s.xs.send(format!("<a xmlns='urn:xmpp:sm:3' h='{h}'/>").as_bytes()).await?;
+                            }
+                            "failed" => return Err(Error::Negotiation("sm-failed")),
+                            _ => {}
+                        },
+                        StreamEvent::Stanza(el) => {
+                            if let Some(n) = &mut sm_in
+                                && el.ns() == ns::CLIENT
+                            {
+                                *n = n.wrapping_add(1);
+                            }
+                            handle_stanza(s, idx, el, shared).await?
+                        }
                         StreamEvent::Close => return Ok(false),
                         StreamEvent::Open(_) => return Err(Error::Negotiation("unexpected-stream-header")),
                     }

@@ -293,6 +293,7 @@ fn chat(users: u32, rate: f64) -> Scenario {
         concurrency: 10,
         settle_secs: 0.1,
         drain_secs: 3.0,
+        sm: false,
     })
 }
 
