@@ -247,3 +247,244 @@ async fn stanzas_before_auth_and_idle_unauthenticated_connections() {
     expect_error(&mut n, StreamErrorCondition::InvalidNamespace).await;
     still_serving(&mut s, fds).await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Before login: bounded parser state and per-address connection caps. These speak raw XML on
+// the plain (STARTTLS) port, from chosen loopback source addresses, as an attacker would.
+
+const RAW_HEADER: &[u8] = b"<?xml version='1.0'?><stream:stream to='localhost' version='1.0' \
+    xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
+
+/// What a raw connection saw.
+#[derive(Debug, PartialEq)]
+enum Seen {
+    /// Stream features: the server took the connection.
+    Features,
+    /// A stream error, then the end of the stream.
+    Error(StreamErrorCondition),
+    /// The socket closed without a stream error.
+    Closed,
+}
+
+/// A raw connection and the parser of what the server sends on it.
+struct Raw {
+    tcp: tokio::net::TcpStream,
+    parser: xmpp::parser::StreamParser,
+}
+
+/// A TCP connection to `addr` from the loopback address `from` (127.0.0.x).
+async fn raw_from(addr: std::net::SocketAddr, from: &str) -> Raw {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap_or_else(|e| panic!("socket: {e}"));
+    sock.bind(format!("{from}:0").parse().unwrap())
+        .unwrap_or_else(|e| panic!("bind {from}: {e}"));
+    let tcp = sock
+        .connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect from {from}: {e}"));
+    Raw {
+        tcp,
+        parser: xmpp::parser::StreamParser::new(xmpp::parser::Limits::default()),
+    }
+}
+
+/// Reads until features, a stream error or the end of the socket (10 s at most).
+async fn seen(raw: &mut Raw) -> Seen {
+    use tokio::io::AsyncReadExt;
+    use xmpp::parser::StreamEvent;
+    let Raw { tcp, parser: p } = raw;
+    let mut buf = vec![0u8; 4096];
+    let read = async {
+        loop {
+            let n = tcp.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                return Seen::Closed;
+            }
+            p.feed(&buf[..n]);
+            while let Ok(Some(ev)) = p.next_event() {
+                let StreamEvent::Stanza(el) = ev else {
+                    continue;
+                };
+                if el.is("features", ns::STREAM) {
+                    return Seen::Features;
+                }
+                if el.is("error", ns::STREAM) {
+                    let cond = el
+                        .children()
+                        .find_map(|c| StreamErrorCondition::from_name(c.name()))
+                        .unwrap_or_else(|| panic!("stream error without condition: {el}"));
+                    return Seen::Error(cond);
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .unwrap_or_else(|_| panic!("nothing decisive from the server in 10 s"))
+}
+
+/// True when the server has closed `tcp` (reads to the end, 3 s at most).
+async fn closed_by_server(raw: &mut Raw) -> bool {
+    use tokio::io::AsyncReadExt;
+    let tcp = &mut raw.tcp;
+    let mut buf = vec![0u8; 4096];
+    let drain = async {
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return true,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(3), drain)
+        .await
+        .unwrap_or(false)
+}
+
+async fn write(raw: &mut Raw, data: &[u8]) {
+    use tokio::io::AsyncWriteExt;
+    // The server may already have closed a hostile connection.
+    let _ = raw.tcp.write_all(data).await;
+}
+
+#[tokio::test]
+async fn half_sent_stanzas_of_tiny_elements_are_cut_off_before_login() {
+    // Long enough an auth timeout that the connections under the limit stay open meanwhile.
+    let mut s = Server::start_with("[limits]\nmax_stanza_bytes = 20000\nauth_timeout_secs = 60\n");
+    s.add_user("alice", "alice-pw");
+    s.add_user("bob", "bob-pw");
+    let fds = s.open_fds();
+    // 30 connections (one per source address, so no per-address cap is involved), each
+    // opening a stream and then sending an unclosed stanza of tiny elements, no TLS, no auth.
+    // Under the pre-login element limit (128) they are held; over it, each is refused.
+    let mut under = Vec::new();
+    let mut over = Vec::new();
+    for i in 0..30 {
+        let mut c = raw_from(s.c2s, &format!("127.0.0.{}", 10 + i)).await;
+        write(&mut c, RAW_HEADER).await;
+        assert_eq!(seen(&mut c).await, Seen::Features);
+        // `<message>` plus 128 `<a/>` is one element too many. The hostile bytes stop where
+        // the limit is crossed, so the server has read them all when it closes (unread
+        // bytes would turn its close into a reset that loses the stream error).
+        let n = if i % 2 == 0 { 100 } else { 128 };
+        let stanza = format!("<message to='bob@localhost'>{}", "<a/>".repeat(n));
+        write(&mut c, stanza.as_bytes()).await;
+        if i % 2 == 0 {
+            under.push(c);
+        } else {
+            over.push(c);
+        }
+    }
+    for c in &mut over {
+        assert_eq!(
+            seen(c).await,
+            Seen::Error(StreamErrorCondition::PolicyViolation)
+        );
+        assert!(closed_by_server(c).await);
+    }
+    // The ones under the limit are still waiting for the end of their stanza.
+    for c in &mut under {
+        assert!(!closed_by_server(c).await, "closed under the limit");
+    }
+    // Text counts too: 8 KiB and one byte of character data before login is over the limit
+    // although the stanza is under 16 KiB.
+    let mut t = raw_from(s.c2s, "127.0.0.50").await;
+    write(&mut t, RAW_HEADER).await;
+    assert_eq!(seen(&mut t).await, Seen::Features);
+    let text = format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}",
+        "x".repeat(8 * 1024 + 1)
+    );
+    write(&mut t, text.as_bytes()).await;
+    assert_eq!(
+        seen(&mut t).await,
+        Seen::Error(StreamErrorCondition::PolicyViolation)
+    );
+    drop((under, over, t));
+
+    // Once bound, the bound limits apply: 500 elements (over the pre-login 128) are fine.
+    let mut a = bound(&s).await;
+    let mut b = s.login("bob", "bob-pw", "many").await;
+    b.send(&Element::new("presence", ns::CLIENT)).await;
+    let mut m = chat("bob@localhost/many", "with many children");
+    for _ in 0..500 {
+        m.append_child(Element::new("x", "urn:example:tiny"));
+    }
+    a.send(&m).await;
+    let got = b.recv_matching(|e| e.name() == "message").await;
+    assert_eq!(got.children().filter(|c| c.name() == "x").count(), 500);
+    drop((a, b));
+    still_serving(&mut s, fds).await;
+}
+
+#[tokio::test]
+async fn per_address_caps_refuse_the_next_connection() {
+    let mut s = Server::start_with(
+        "[limits]\nmax_stanza_bytes = 20000\nauth_timeout_secs = 30\n\
+         max_connections_per_ip = 4\nmax_unauthenticated_per_ip = 2\n",
+    );
+    s.add_user("alice", "alice-pw");
+    s.add_user("bob", "bob-pw");
+    let fds = s.open_fds();
+    // Two unauthenticated connections from one address are taken; the third is refused
+    // with <policy-violation/> before it sends anything.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = raw_from(s.c2s, "127.0.0.5").await;
+        write(&mut c, RAW_HEADER).await;
+        assert_eq!(seen(&mut c).await, Seen::Features);
+        held.push(c);
+    }
+    let mut refused = raw_from(s.c2s, "127.0.0.5").await;
+    assert_eq!(
+        seen(&mut refused).await,
+        Seen::Error(StreamErrorCondition::PolicyViolation)
+    );
+    assert!(closed_by_server(&mut refused).await);
+    // On the direct-TLS port the refusal is a plain close (no handshake is paid for).
+    let mut tls = raw_from(s.c2s_tls, "127.0.0.5").await;
+    assert_eq!(seen(&mut tls).await, Seen::Closed);
+    // Another address still connects.
+    let mut other = raw_from(s.c2s, "127.0.0.6").await;
+    write(&mut other, RAW_HEADER).await;
+    assert_eq!(seen(&mut other).await, Seen::Features);
+    // Closing one releases its place.
+    drop(held.pop());
+    let mut again = None;
+    for _ in 0..50 {
+        let mut c = raw_from(s.c2s, "127.0.0.5").await;
+        write(&mut c, RAW_HEADER).await;
+        match seen(&mut c).await {
+            Seen::Features => {
+                again = Some(c);
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    assert!(again.is_some(), "the released place was not given back");
+
+    // The total cap counts authenticated connections too (the harness logs in from
+    // 127.0.0.1): three logged in and one unauthenticated fill it.
+    let logged: Vec<Client> = login_alice(&s, 3).await;
+    let mut fourth = raw_from(s.c2s, "127.0.0.1").await;
+    write(&mut fourth, RAW_HEADER).await;
+    assert_eq!(seen(&mut fourth).await, Seen::Features);
+    let mut fifth = raw_from(s.c2s, "127.0.0.1").await;
+    assert_eq!(
+        seen(&mut fifth).await,
+        Seen::Error(StreamErrorCondition::PolicyViolation)
+    );
+    drop((logged, fourth, fifth, held, again, other, refused, tls));
+    // Everything is released: a normal pair logs in from 127.0.0.1 again.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    still_serving(&mut s, fds).await;
+}
+
+/// `n` clients logged in as alice from 127.0.0.1, one after the other.
+async fn login_alice(s: &Server, n: usize) -> Vec<Client> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        out.push(s.login("alice", "alice-pw", &format!("cap-{i}")).await);
+    }
+    out
+}

@@ -195,6 +195,8 @@ struct Conn {
     /// Changes of the hosted domains, followed until the stream is bound (afterwards the
     /// session service ends a removed domain's sessions).
     hosted: Option<watch::Receiver<Arc<session::DomainsSnapshot>>>,
+    /// This connection's place in the per-address caps (unauthenticated until SASL success).
+    ip_permit: crate::ipcap::Permit,
 }
 
 pub(crate) async fn run(
@@ -203,17 +205,20 @@ pub(crate) async fn run(
     peer: SocketAddr,
     mode: ListenMode,
     mut stop: watch::Receiver<bool>,
+    ip_permit: crate::ipcap::Permit,
 ) {
     let _ = tcp.set_nodelay(true);
     let now = Instant::now();
-    let limits = ctx.config.limits.clone();
+    // Until SASL success the tighter pre-login limits apply (`sasl_success` switches).
+    let parser = StreamParser::new(ctx.config.prelogin_limits.clone())
+        .with_tree_limits(ctx.config.prelogin_tree_limits.clone());
     let burst = f64::from(ctx.config.read_burst);
     let hosted = Some(ctx.domains().subscribe());
     let mut c = Conn {
         ctx,
         peer,
         transport: Transport::Plain(tcp),
-        parser: StreamParser::new(limits),
+        parser,
         rbuf: Vec::new(),
         wbuf: Vec::new(),
         phase: Phase::Header,
@@ -237,6 +242,7 @@ pub(crate) async fn run(
         ending: None,
         delivering: Vec::new(),
         hosted,
+        ip_permit,
     };
     if mode == ListenMode::DirectTls && !Box::pin(c.start_tls(false)).await {
         return;
@@ -985,7 +991,11 @@ impl Conn {
         }
         ok.write_to(&mut self.wbuf, ns::CLIENT);
         self.authenticated = Some(jid);
+        self.ip_permit.authenticated();
         self.parser.reset();
+        let cfg = &self.ctx.config;
+        self.parser
+            .set_limits(cfg.limits.clone(), cfg.tree_limits.clone());
         self.phase = Phase::Header;
         self.header_sent = false;
         Flow::Restart
@@ -1485,7 +1495,7 @@ fn random_resource() -> String {
     s
 }
 
-fn quick_escape(s: &str) -> String {
+pub(crate) fn quick_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('\'', "&apos;")
         .replace('<', "&lt;")

@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 
 pub mod certs;
 mod conn;
+pub mod ipcap;
 pub mod limiter;
 pub mod metrics;
 mod outbox;
@@ -25,14 +26,22 @@ pub mod sasl;
 pub mod tls;
 
 pub use certs::{CertConfig, CertManager};
+pub use ipcap::{IpCapConfig, IpCaps};
 pub use limiter::{AuthLimiter, AuthLimits};
 pub use tls::{CertSource, CertStore, TlsConfigs, TlsError};
 
 /// Tuning of client connections. Every field has a sane default.
 #[derive(Clone, Debug)]
 pub struct EdgeConfig {
-    /// Parser limits (stanza size, depth, attributes).
+    /// Parser limits (stanza size, depth, attributes) once authenticated.
     pub limits: xmpp::parser::Limits,
+    /// Elements, text and held bytes per stanza once authenticated.
+    pub tree_limits: xmpp::parser::TreeLimits,
+    /// Parser limits before SASL success (tighter: only negotiation happens there).
+    pub prelogin_limits: xmpp::parser::Limits,
+    pub prelogin_tree_limits: xmpp::parser::TreeLimits,
+    /// Concurrent connections per client address, and unauthenticated ones.
+    pub ip_caps: IpCapConfig,
     /// A connection that has not bound a resource within this time is closed.
     pub auth_timeout: Duration,
     /// After this long with nothing received, the server pings the client (XEP-0199).
@@ -66,6 +75,10 @@ impl Default for EdgeConfig {
     fn default() -> Self {
         EdgeConfig {
             limits: xmpp::parser::Limits::default(),
+            tree_limits: xmpp::parser::TreeLimits::bound(),
+            prelogin_limits: xmpp::parser::Limits::prelogin(),
+            prelogin_tree_limits: xmpp::parser::TreeLimits::prelogin(),
+            ip_caps: IpCapConfig::default(),
             auth_timeout: Duration::from_secs(30),
             ping_interval: Duration::from_secs(180),
             ping_timeout: Duration::from_secs(60),
@@ -94,6 +107,8 @@ pub struct EdgeContext {
     /// XEP-0077 in-band registrations per IP address: past the free allowance of the
     /// limits (3 per 10 minutes by default) further registrations are refused.
     pub registrations: AuthLimiter,
+    /// Open connections per client address, shared by every listener of this edge.
+    pub ip_caps: Arc<IpCaps>,
 }
 
 impl EdgeContext {
@@ -124,6 +139,7 @@ impl EdgeContext {
     ) -> Arc<Self> {
         let limiter = AuthLimiter::new(config.auth_limits.clone());
         let registrations = AuthLimiter::new(config.auth_limits.clone());
+        let ip_caps = IpCaps::new(config.ip_caps.clone());
         Arc::new(EdgeContext {
             config,
             domains,
@@ -132,6 +148,7 @@ impl EdgeContext {
             sessions,
             limiter,
             registrations,
+            ip_caps,
         })
     }
 
@@ -184,7 +201,10 @@ impl ListenMode {
 
 /// Accepts client connections until `shutdown` resolves, then asks every connection to close
 /// its stream with `<system-shutdown/>` after flushing what is queued, and waits for all of
-/// them to finish. At most `config.max_connections` connections are served at once.
+/// them to finish. At most `config.max_connections` connections are served at once, and at
+/// most `config.ip_caps` from one address: a connection over a per-address cap is answered
+/// `<policy-violation/>` (on the STARTTLS port; the direct-TLS port just closes it, rather
+/// than paying for a handshake) and closed.
 pub async fn serve(
     ctx: Arc<EdgeContext>,
     listener: TcpListener,
@@ -216,13 +236,25 @@ pub async fn serve(
                 }
             },
         };
-        let ctx = ctx.clone();
-        let stop = stop_rx.clone();
         let m = metrics::get();
         m.connections_accepted.add(1, mode.attrs());
+        let ip_permit = match ctx.ip_caps.acquire(peer.ip()) {
+            Ok(p) => p,
+            Err(refused) => {
+                tracing::debug!(%peer, %refused, "connection refused");
+                let from = ctx.any_domain();
+                conns.spawn(async move {
+                    refuse(tcp, mode, &from, refused).await;
+                    drop(permit);
+                });
+                continue;
+            }
+        };
+        let ctx = ctx.clone();
+        let stop = stop_rx.clone();
         m.connections_open.add(1, mode.attrs());
         conns.spawn(async move {
-            conn::run(ctx, tcp, peer, mode, stop).await;
+            conn::run(ctx, tcp, peer, mode, stop, ip_permit).await;
             metrics::get().connections_open.add(-1, mode.attrs());
             drop(permit);
         });
@@ -232,6 +264,39 @@ pub async fn serve(
     tracing::info!(open, ?mode, "listener stopped; draining connections");
     let _ = stop_tx.send(true);
     while conns.join_next().await.is_some() {}
+}
+
+/// Answers a connection over a per-address cap: our stream header and
+/// `<policy-violation/>` on the STARTTLS port, nothing on the direct-TLS port; then closes.
+async fn refuse(
+    mut tcp: tokio::net::TcpStream,
+    mode: ListenMode,
+    from: &str,
+    refused: ipcap::Refused,
+) {
+    use tokio::io::AsyncWriteExt;
+    let cond = xmpp::StreamErrorCondition::PolicyViolation;
+    metrics::get().stream_errors.add(
+        1,
+        &[opentelemetry::KeyValue::new("condition", cond.as_str())],
+    );
+    if mode == ListenMode::Starttls {
+        let mut out = format!(
+            "<?xml version='1.0'?><stream:stream xmlns='{}' xmlns:stream='{}' id='{:032x}' from='{}' version='1.0' xml:lang='en'>",
+            xmpp::ns::CLIENT,
+            xmpp::ns::STREAM,
+            rand::random::<u128>(),
+            conn::quick_escape(from),
+        )
+        .into_bytes();
+        out.extend_from_slice(&cond.to_stream_bytes(Some(&refused.to_string())));
+        out.extend_from_slice(b"</stream:stream>");
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            tcp.write_all(&out).await?;
+            tcp.shutdown().await
+        })
+        .await;
+    }
 }
 
 /// Binds a listener, for callers that only have an address.

@@ -467,6 +467,21 @@ pub struct LimitsSection {
     pub max_stanza_bytes: usize,
     pub max_depth: usize,
     pub max_attrs: usize,
+    /// Elements in one stanza (bound streams).
+    pub max_elements: usize,
+    /// Character data in one stanza, bytes after unescaping (bound streams).
+    pub max_text_bytes: usize,
+    /// Bytes the parser may hold for one unfinished stanza (bound streams).
+    pub max_held_bytes: usize,
+    /// Open connections per client address (IPv6: per /64); 0 is no cap.
+    pub max_connections_per_ip: usize,
+    /// Open unauthenticated connections per client address; 0 is no cap.
+    pub max_unauthenticated_per_ip: usize,
+    /// Do not count loopback addresses against the per-address caps.
+    pub per_ip_exempt_loopback: bool,
+    /// `[limits.prelogin]`: the parser limits before SASL success (its `max_stanza_bytes`
+    /// is capped at `limits.max_stanza_bytes`).
+    pub prelogin: PreloginLimits,
     pub max_connections: usize,
     pub auth_timeout_secs: u64,
     pub max_auth_attempts: u32,
@@ -485,6 +500,13 @@ impl Default for LimitsSection {
             max_stanza_bytes: e.limits.max_stanza_bytes,
             max_depth: e.limits.max_depth,
             max_attrs: e.limits.max_attrs,
+            max_elements: e.tree_limits.max_elements,
+            max_text_bytes: e.tree_limits.max_text_bytes,
+            max_held_bytes: e.tree_limits.max_held_bytes,
+            max_connections_per_ip: e.ip_caps.max_per_ip,
+            max_unauthenticated_per_ip: e.ip_caps.max_unauthenticated_per_ip,
+            per_ip_exempt_loopback: e.ip_caps.exempt_loopback,
+            prelogin: PreloginLimits::default(),
             max_connections: e.max_connections,
             auth_timeout_secs: e.auth_timeout.as_secs(),
             max_auth_attempts: e.max_auth_attempts,
@@ -494,6 +516,32 @@ impl Default for LimitsSection {
             ping_timeout_secs: e.ping_timeout.as_secs(),
             keepalive_secs: e.keepalive_interval.as_secs(),
             allow_plain: e.allow_plain,
+        }
+    }
+}
+
+/// `[limits.prelogin]`: what a stream may send before it authenticates.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PreloginLimits {
+    pub max_stanza_bytes: usize,
+    pub max_depth: usize,
+    pub max_attrs: usize,
+    pub max_elements: usize,
+    pub max_text_bytes: usize,
+    pub max_held_bytes: usize,
+}
+
+impl Default for PreloginLimits {
+    fn default() -> Self {
+        let e = edge::EdgeConfig::default();
+        PreloginLimits {
+            max_stanza_bytes: e.prelogin_limits.max_stanza_bytes,
+            max_depth: e.prelogin_limits.max_depth,
+            max_attrs: e.prelogin_limits.max_attrs,
+            max_elements: e.prelogin_tree_limits.max_elements,
+            max_text_bytes: e.prelogin_tree_limits.max_text_bytes,
+            max_held_bytes: e.prelogin_tree_limits.max_held_bytes,
         }
     }
 }
@@ -675,6 +723,28 @@ impl Config {
                 "limits.max_depth must be at least 4 and limits.max_attrs at least 8".into(),
             );
         }
+        if l.max_elements < 16 || l.max_text_bytes == 0 || l.max_held_bytes < l.max_stanza_bytes {
+            return bad(format!(
+                "limits.max_elements must be at least 16, max_text_bytes positive and max_held_bytes at least max_stanza_bytes ({})",
+                l.max_stanza_bytes
+            ));
+        }
+        let p = &l.prelogin;
+        if p.max_stanza_bytes < 10_000 {
+            return bad(format!(
+                "limits.prelogin.max_stanza_bytes must be at least 10000 (RFC 6120 §13.12), not {}",
+                p.max_stanza_bytes
+            ));
+        }
+        if p.max_depth < 4 || p.max_attrs < 8 || p.max_elements < 16 || p.max_text_bytes == 0 {
+            return bad("limits.prelogin: max_depth must be at least 4, max_attrs at least 8, max_elements at least 16 and max_text_bytes positive".into());
+        }
+        if p.max_held_bytes < p.max_stanza_bytes {
+            return bad(
+                "limits.prelogin.max_held_bytes must be at least limits.prelogin.max_stanza_bytes"
+                    .into(),
+            );
+        }
         if l.max_connections == 0 || l.max_auth_attempts == 0 || l.read_rate_bytes == 0 {
             return bad(
                 "limits.max_connections, max_auth_attempts and read_rate_bytes must be positive"
@@ -731,6 +801,27 @@ impl Config {
                 max_stanza_bytes: l.max_stanza_bytes,
                 max_depth: l.max_depth,
                 max_attrs: l.max_attrs,
+            },
+            tree_limits: xmpp::parser::TreeLimits {
+                max_elements: l.max_elements,
+                max_text_bytes: l.max_text_bytes,
+                max_held_bytes: l.max_held_bytes,
+            },
+            prelogin_limits: xmpp::parser::Limits {
+                // Never more than a bound stream may send.
+                max_stanza_bytes: l.prelogin.max_stanza_bytes.min(l.max_stanza_bytes),
+                max_depth: l.prelogin.max_depth,
+                max_attrs: l.prelogin.max_attrs,
+            },
+            prelogin_tree_limits: xmpp::parser::TreeLimits {
+                max_elements: l.prelogin.max_elements,
+                max_text_bytes: l.prelogin.max_text_bytes,
+                max_held_bytes: l.prelogin.max_held_bytes,
+            },
+            ip_caps: edge::IpCapConfig {
+                max_per_ip: l.max_connections_per_ip,
+                max_unauthenticated_per_ip: l.max_unauthenticated_per_ip,
+                exempt_loopback: l.per_ip_exempt_loopback,
             },
             auth_timeout: std::time::Duration::from_secs(l.auth_timeout_secs),
             ping_interval: std::time::Duration::from_secs(l.ping_interval_secs),
@@ -988,6 +1079,50 @@ mod tests {
         );
         // The standalone server is unaffected.
         assert!(Config::default().validate().is_ok());
+    }
+
+    #[test]
+    fn prelogin_limits_and_ip_caps() {
+        let c = Config::parse(
+            "[limits]\nmax_stanza_bytes = 12000\nmax_elements = 500\nmax_connections_per_ip = 7\n\
+             max_unauthenticated_per_ip = 3\nper_ip_exempt_loopback = true\n\
+             [limits.prelogin]\nmax_elements = 40\nmax_text_bytes = 1000\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let e = c.edge_config();
+        assert_eq!(e.tree_limits.max_elements, 500);
+        assert_eq!(e.prelogin_tree_limits.max_elements, 40);
+        assert_eq!(e.prelogin_tree_limits.max_text_bytes, 1000);
+        // The pre-login stanza size never exceeds the bound one.
+        assert_eq!(e.prelogin_limits.max_stanza_bytes, 12000);
+        assert_eq!(
+            e.ip_caps,
+            edge::IpCapConfig {
+                max_per_ip: 7,
+                max_unauthenticated_per_ip: 3,
+                exempt_loopback: true,
+            }
+        );
+        // Defaults: tighter before login, and caps on.
+        let d = Config::default().edge_config();
+        assert!(d.prelogin_tree_limits.max_elements < d.tree_limits.max_elements);
+        assert!(d.prelogin_limits.max_stanza_bytes < d.limits.max_stanza_bytes);
+        assert!(d.ip_caps.max_unauthenticated_per_ip > 0 && !d.ip_caps.exempt_loopback);
+        let err = Config::parse("[limits.prelogin]\nmax_stanzas = 1\n").unwrap_err();
+        assert!(err.contains("max_stanzas"), "{err}");
+        for bad in [
+            "[limits.prelogin]\nmax_elements = 2\n",
+            "[limits.prelogin]\nmax_stanza_bytes = 4096\n",
+            "[limits]\nmax_held_bytes = 1000\n",
+        ] {
+            let err = Config::parse(bad)
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("limits."), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -7,12 +7,19 @@
 
 //!
 //! How it works: received bytes are kept in one buffer. `next_event` runs a quick-xml reader
-//! over the unconsumed part, applies every complete token to the tree being built, and
+//! over the unconsumed part, applies every complete token to the stanza being built, and
 //! remembers how far it got. When the buffer ends inside a token (a tag, a reference, a CDATA
 //! section), the bytes of that token stay buffered and everything before them is released; a
 //! text run that reaches the end of the buffer is taken as far as it is valid UTF-8. Consumed
-//! bytes are never parsed again, and a token still waiting for its end is not rescanned until
-//! a byte that could end it arrives.
+//! bytes are never parsed again. A token still waiting for its end is followed by a small
+//! scanner that mirrors quick-xml's rules (a `>` outside quotes for a tag, `]]>` for CDATA,
+//! `?>` for a declaration, `;` for a reference) over the new bytes only, so the tokenizer runs
+//! over a token once, when it is complete: the work is linear in the input however it is split.
+//!
+//! An unfinished stanza is not held as a tree: its closed parts are appended to a compact
+//! byte tape (one tag byte, the local name, the namespace only where it differs from the
+//! parent's, attributes, text), and the `Element` tree is built from the tape when the stanza
+//! ends. A tiny element such as `<a/>` costs three bytes of tape instead of an `Element`.
 
 use quick_xml::Reader;
 use quick_xml::errors::{Error as XmlError, IllFormedError, SyntaxError};
@@ -23,7 +30,7 @@ use crate::error::StreamErrorCondition;
 use crate::ns;
 
 /// Limits applied while parsing. Exceeding any of them is a `<policy-violation/>`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// The largest stanza, in bytes of its serialized form as received (default 256 KiB). The
     /// stream header is held to the same limit.
@@ -40,6 +47,64 @@ impl Default for Limits {
             max_stanza_bytes: 256 * 1024,
             max_depth: 32,
             max_attrs: 64,
+        }
+    }
+}
+
+impl Limits {
+    /// For a stream before authentication: what a client sends there (`<starttls/>`, SASL
+    /// `<auth/>` and `<response/>`, an XEP-0077 registration form) is small and flat. 16 KiB
+    /// per stanza (RFC 6120 §13.12 asks for at least 10,000 bytes), 16 deep, 32 attributes.
+    pub fn prelogin() -> Self {
+        Limits {
+            max_stanza_bytes: 16 * 1024,
+            max_depth: 16,
+            max_attrs: 32,
+        }
+    }
+}
+
+/// What one stanza may contain and what an unfinished one may hold, for streams from the
+/// network. Exceeding any of them is a `<policy-violation/>`. `Default` is unlimited (for
+/// stanzas a trusted peer already checked); the edge uses [`TreeLimits::bound`] and, before
+/// authentication, [`TreeLimits::prelogin`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TreeLimits {
+    /// The most elements in one stanza, the stanza itself included.
+    pub max_elements: usize,
+    /// The most character data in one stanza, in bytes after unescaping.
+    pub max_text_bytes: usize,
+    /// The most bytes the parser may hold for one unfinished stanza: its unconsumed input,
+    /// its encoded tree and its pending text.
+    pub max_held_bytes: usize,
+}
+
+impl Default for TreeLimits {
+    fn default() -> Self {
+        TreeLimits {
+            max_elements: usize::MAX,
+            max_text_bytes: usize::MAX,
+            max_held_bytes: usize::MAX,
+        }
+    }
+}
+
+impl TreeLimits {
+    /// For a bound stream: 10,000 elements, 256 KiB of text, 512 KiB held.
+    pub fn bound() -> Self {
+        TreeLimits {
+            max_elements: 10_000,
+            max_text_bytes: 256 * 1024,
+            max_held_bytes: 512 * 1024,
+        }
+    }
+
+    /// Before authentication: 128 elements, 8 KiB of text, 32 KiB held.
+    pub fn prelogin() -> Self {
+        TreeLimits {
+            max_elements: 128,
+            max_text_bytes: 8 * 1024,
+            max_held_bytes: 32 * 1024,
         }
     }
 }
@@ -122,27 +187,196 @@ enum State {
     Failed(ParseError),
 }
 
-/// What can end a token the buffer stops inside.
-#[derive(Clone, Copy, Debug)]
+/// A token the buffer stops inside, and what has been seen of it: a scanner that follows
+/// quick-xml's rules for where each kind of token ends, fed only with new bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Wait {
-    /// A tag, CDATA section or declaration: ends with `>`.
-    Markup,
+    /// `<` and nothing after it yet.
+    Lt,
+    /// `<!`: the next byte says what it is (only CDATA may wait; the rest fail).
+    Bang,
+    /// A start or end tag: ends at a `>` outside a quoted attribute value.
+    Tag(Quote),
+    /// `<![`: ends at `]]>`; how many `]` (up to two) came just before.
+    CData(u8),
+    /// `<?` (the XML declaration): ends at `?>`; whether the last byte was `?`.
+    Pi(bool),
     /// An entity or character reference: ends with `;` (or fails at `<` or `&`).
     Reference,
+    /// Fallback should the scanner and the tokenizer ever disagree: retry at any `>`.
+    Gt,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Quote {
+    Outside,
+    Single,
+    Double,
+}
+
+impl Wait {
+    /// Follows the token over `bytes`; the index of the first byte that may end it.
+    fn scan(&mut self, bytes: &[u8]) -> Option<usize> {
+        for (i, &b) in bytes.iter().enumerate() {
+            *self = match (*self, b) {
+                (Wait::Lt, b'!') => Wait::Bang,
+                (Wait::Lt, b'?') => Wait::Pi(true),
+                (Wait::Lt, _) | (Wait::Tag(Quote::Outside), _) => match b {
+                    b'>' => return Some(i),
+                    b'\'' => Wait::Tag(Quote::Single),
+                    b'"' => Wait::Tag(Quote::Double),
+                    _ => Wait::Tag(Quote::Outside),
+                },
+                (Wait::Tag(Quote::Single), b'\'') | (Wait::Tag(Quote::Double), b'"') => {
+                    Wait::Tag(Quote::Outside)
+                }
+                (Wait::Tag(q), _) => Wait::Tag(q),
+                (Wait::Bang, b'[') => Wait::CData(0),
+                // A comment, a DOCTYPE or junk: the tokenizer fails it at once.
+                (Wait::Bang, _) => return Some(i),
+                (Wait::CData(n), b']') => Wait::CData((n + 1).min(2)),
+                (Wait::CData(2), b'>') => return Some(i),
+                (Wait::CData(_), _) => Wait::CData(0),
+                (Wait::Pi(true), b'>') => return Some(i),
+                (Wait::Pi(_), _) => Wait::Pi(b == b'?'),
+                (Wait::Reference, b';' | b'<' | b'&') => return Some(i),
+                (Wait::Reference, _) => Wait::Reference,
+                (Wait::Gt, b'>') => return Some(i),
+                (Wait::Gt, _) => Wait::Gt,
+            };
+        }
+        None
+    }
 }
 
 /// An element of the current stanza that is still open.
 #[derive(Debug)]
 struct Open {
-    el: Element,
     /// The name as written, to match the end tag.
     qname: Box<str>,
+    /// Where its namespace URI is written in the tape.
+    ns: (usize, usize),
+}
+
+// The stanza tape: records of one tag byte and their fields, lengths as LEB128 varints.
+/// `<x ...>`: name, the namespace URI unless `SAME_NS`, the attributes if `HAS_ATTRS`.
+const OP_START: u8 = 0x01;
+/// The element is in its parent's namespace (no URI written).
+const SAME_NS: u8 = 0x02;
+/// An attribute count and the (name, value) pairs follow.
+const HAS_ATTRS: u8 = 0x04;
+/// `<x/>`: no `OP_END` follows.
+const EMPTY: u8 = 0x08;
+/// Character data of the innermost open element: length and bytes.
+const OP_TEXT: u8 = 0x10;
+/// The innermost open element ends.
+const OP_END: u8 = 0x20;
+
+fn put_len(tape: &mut Vec<u8>, mut n: usize) {
+    loop {
+        let low = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            tape.push(low);
+            return;
+        }
+        tape.push(low | 0x80);
+    }
+}
+
+fn put_str(tape: &mut Vec<u8>, s: &str) {
+    put_len(tape, s.len());
+    tape.extend_from_slice(s.as_bytes());
+}
+
+/// Reads the tape back. Every read is checked: a short or corrupt tape yields `None`.
+struct TapeReader<'a> {
+    tape: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> TapeReader<'a> {
+    fn byte(&mut self) -> Option<u8> {
+        let b = *self.tape.get(self.pos)?;
+        self.pos += 1;
+        Some(b)
+    }
+
+    fn len(&mut self) -> Option<usize> {
+        let mut n = 0usize;
+        for shift in (0..64).step_by(7) {
+            let b = self.byte()?;
+            n |= usize::from(b & 0x7f).checked_shl(shift)?;
+            if b & 0x80 == 0 {
+                return Some(n);
+            }
+        }
+        None
+    }
+
+    fn str(&mut self) -> Option<&'a str> {
+        let n = self.len()?;
+        let bytes = self.tape.get(self.pos..self.pos.checked_add(n)?)?;
+        self.pos += n;
+        std::str::from_utf8(bytes).ok()
+    }
+}
+
+/// Builds the stanza a complete tape describes.
+fn build(tape: &[u8]) -> Option<Element> {
+    let mut r = TapeReader { tape, pos: 0 };
+    let mut stack: Vec<Element> = Vec::new();
+    let mut done = None;
+    while done.is_none() {
+        let op = r.byte()?;
+        let closed = if op & OP_START != 0 {
+            let name = r.str()?;
+            let mut el = if op & SAME_NS != 0 {
+                Element::new(name, stack.last()?.ns())
+            } else {
+                let uri = r.str()?;
+                Element::new(name, uri)
+            };
+            if op & HAS_ATTRS != 0 {
+                for _ in 0..r.len()? {
+                    let k = r.str()?;
+                    el.set_attr(k, r.str()?);
+                }
+            }
+            if op & EMPTY != 0 {
+                Some(el)
+            } else {
+                stack.push(el);
+                None
+            }
+        } else if op == OP_TEXT {
+            let text = r.str()?;
+            stack.last_mut()?.push_node(Node::Text(text.to_owned()));
+            None
+        } else if op == OP_END {
+            Some(stack.pop()?)
+        } else {
+            return None;
+        };
+        if let Some(el) = closed {
+            match stack.last_mut() {
+                Some(parent) => parent.append_child(el),
+                None => done = Some(el),
+            }
+        }
+    }
+    // The stanza must be the whole tape.
+    if r.pos != tape.len() {
+        return None;
+    }
+    done
 }
 
 /// The result of one pass over the buffer.
 struct Run {
     event: Option<StreamEvent>,
     consumed: usize,
+    /// The data ends inside a token that starts at `consumed`; how its scan starts.
     wait: Option<Wait>,
 }
 
@@ -171,6 +405,7 @@ fn nwf(msg: &str) -> ParseError {
 #[derive(Debug)]
 pub struct StreamParser {
     limits: Limits,
+    tree: TreeLimits,
     /// Received bytes; `buf[head..]` is not yet consumed.
     buf: Vec<u8>,
     head: usize,
@@ -189,12 +424,20 @@ pub struct StreamParser {
     root_qname: Box<str>,
     /// The open elements of the current stanza, stanza first.
     stack: Vec<Open>,
-    /// Character data not yet attached to the innermost open element.
+    /// The current stanza as far as it is parsed, encoded compactly (see `OP_START`).
+    tape: Vec<u8>,
+    /// Character data not yet written to the tape.
     text: String,
     /// Bytes of the current stanza consumed so far.
     stanza_bytes: usize,
-    /// The buffer stops inside a token: bytes of `buf[head..]` already known not to end it,
-    /// and what would end it.
+    /// Elements of the current stanza so far.
+    elements: usize,
+    /// Character data of the current stanza so far, in bytes.
+    text_bytes: usize,
+    /// Bytes examined by the tokenizer and the token scanner, every pass counted.
+    scanned: u64,
+    /// The buffer stops inside a token: bytes of `buf[head..]` already scanned, and the
+    /// scanner's state after them.
     wait: Option<(usize, Wait)>,
 }
 
@@ -202,6 +445,7 @@ impl StreamParser {
     pub fn new(limits: Limits) -> Self {
         StreamParser {
             limits,
+            tree: TreeLimits::default(),
             buf: Vec::new(),
             head: 0,
             state: State::Prolog,
@@ -212,10 +456,38 @@ impl StreamParser {
             ns_marks: Vec::new(),
             root_qname: Box::default(),
             stack: Vec::new(),
+            tape: Vec::new(),
             text: String::new(),
             stanza_bytes: 0,
+            elements: 0,
+            text_bytes: 0,
+            scanned: 0,
             wait: None,
         }
+    }
+
+    /// Builder: limits what a stanza may contain and hold (unlimited otherwise).
+    #[must_use]
+    pub fn with_tree_limits(mut self, tree: TreeLimits) -> Self {
+        self.tree = tree;
+        self
+    }
+
+    /// Replaces all limits, for example with the bound-stream ones after authentication.
+    /// They apply from the next byte parsed, to the stanza in progress too.
+    pub fn set_limits(&mut self, limits: Limits, tree: TreeLimits) {
+        self.limits = limits;
+        self.tree = tree;
+    }
+
+    pub fn limits(&self) -> (&Limits, &TreeLimits) {
+        (&self.limits, &self.tree)
+    }
+
+    /// How many bytes the tokenizer and the token scanner have examined so far, every pass
+    /// counted: tests compare it with the bytes fed to prove the work is linear.
+    pub fn scanned(&self) -> u64 {
+        self.scanned
     }
 
     /// Appends received bytes. Never fails; errors surface from `next_event`.
@@ -245,14 +517,11 @@ impl StreamParser {
             self.close();
             return Ok(Some(StreamEvent::Close));
         }
-        if let Some((seen, wait)) = self.wait {
+        if let Some((seen, mut wait)) = self.wait {
             let unconsumed = self.buf.get(self.head..).unwrap_or_default();
             let fresh = unconsumed.get(seen..).unwrap_or_default();
-            let may_end = match wait {
-                Wait::Markup => fresh.contains(&b'>'),
-                Wait::Reference => fresh.iter().any(|b| matches!(b, b';' | b'<' | b'&')),
-            };
-            if !may_end {
+            self.scanned += fresh.len() as u64;
+            if wait.scan(fresh).is_none() {
                 self.wait = Some((unconsumed.len(), wait));
                 return self.check_pending().map(|()| None);
             }
@@ -260,12 +529,19 @@ impl StreamParser {
         }
 
         let buf = std::mem::take(&mut self.buf);
+        let data_len = buf.len().saturating_sub(self.head);
         let result = self.run(buf.get(self.head..).unwrap_or_default());
         self.buf = buf;
         let run = match result {
             Ok(run) => run,
             Err(e) => return Err(self.fail(e)),
         };
+        // An event ends the pass where it ends; otherwise the reader went to the end.
+        self.scanned += if run.event.is_some() {
+            run.consumed
+        } else {
+            data_len
+        } as u64;
         self.head += run.consumed;
         if self.head >= self.buf.len() {
             self.buf.clear();
@@ -278,7 +554,16 @@ impl StreamParser {
             }
             Some(ev) => Ok(Some(ev)),
             None => {
-                self.wait = run.wait.map(|w| (self.buf.len() - self.head, w));
+                if let Some(mut wait) = run.wait {
+                    // Follow the pending token from its first byte; from now on only new
+                    // bytes are scanned.
+                    let tail = self.buf.get(self.head..).unwrap_or_default();
+                    self.scanned += tail.len() as u64;
+                    if wait.scan(tail.get(1..).unwrap_or_default()).is_some() {
+                        wait = Wait::Gt;
+                    }
+                    self.wait = Some((tail.len(), wait));
+                }
                 self.check_pending().map(|()| None)
             }
         }
@@ -297,8 +582,11 @@ impl StreamParser {
         self.ns_marks.clear();
         self.root_qname = Box::default();
         self.stack.clear();
+        self.tape.clear();
         self.text.clear();
         self.stanza_bytes = 0;
+        self.elements = 0;
+        self.text_bytes = 0;
         self.wait = None;
     }
 
@@ -315,6 +603,7 @@ impl StreamParser {
             self.head = 0;
         }
         self.buf.shrink_to_fit();
+        self.tape.shrink_to_fit();
         self.text.shrink_to_fit();
         self.stack.shrink_to_fit();
         self.ns.shrink_to_fit();
@@ -336,6 +625,7 @@ impl StreamParser {
         self.buf = Vec::new();
         self.head = 0;
         self.stack = Vec::new();
+        self.tape = Vec::new();
         self.text = String::new();
         self.ns = Vec::new();
         self.ns_marks = Vec::new();
@@ -348,6 +638,22 @@ impl StreamParser {
         let pending = self.buf.len() - self.head;
         if self.stanza_bytes + pending > self.limits.max_stanza_bytes {
             return Err(self.fail(ParseError::PolicyViolation("stanza too large")));
+        }
+        if self.held() > self.tree.max_held_bytes {
+            return Err(self.fail(ParseError::PolicyViolation("stanza holds too much")));
+        }
+        Ok(())
+    }
+
+    /// Bytes held for the unfinished stanza: unconsumed input, tape and pending text.
+    fn held(&self) -> usize {
+        self.buf.len() - self.head + self.tape.len() + self.text.len()
+    }
+
+    fn count_text(&mut self, n: usize) -> Result<(), ParseError> {
+        self.text_bytes += n;
+        if self.text_bytes > self.tree.max_text_bytes {
+            return Err(ParseError::PolicyViolation("too much text"));
         }
         Ok(())
     }
@@ -431,6 +737,7 @@ impl StreamParser {
                         return Err(nwf("character data outside a stanza"));
                     }
                     self.count(at - pos)?;
+                    self.count_text(c.len_utf8())?;
                     self.text.push(c);
                     pos = at;
                 }
@@ -443,6 +750,7 @@ impl StreamParser {
                         return Err(nwf("invalid character"));
                     }
                     self.count(at - pos)?;
+                    self.count_text(s.len())?;
                     push_text(&mut self.text, s);
                     pos = at;
                 }
@@ -499,10 +807,10 @@ impl StreamParser {
     fn reader_error(&self, e: &XmlError, tail: &[u8], pos: usize) -> Result<Run, ParseError> {
         match e {
             XmlError::Syntax(SyntaxError::UnclosedTag | SyntaxError::UnclosedCData) => {
-                Ok(Run::more(pos, Some(Wait::Markup)))
+                Ok(Run::more(pos, Some(Wait::Lt)))
             }
             XmlError::Syntax(SyntaxError::InvalidBangMarkup) if tail == b"<!" => {
-                Ok(Run::more(pos, Some(Wait::Markup)))
+                Ok(Run::more(pos, Some(Wait::Lt)))
             }
             XmlError::Syntax(SyntaxError::UnclosedComment) => {
                 Err(ParseError::RestrictedXml("comment"))
@@ -512,7 +820,7 @@ impl StreamParser {
             }
             XmlError::Syntax(SyntaxError::UnclosedPIOrXmlDecl) => {
                 if matches!(self.state, State::Prolog) && !self.seen_any && may_be_xml_decl(tail) {
-                    Ok(Run::more(pos, Some(Wait::Markup)))
+                    Ok(Run::more(pos, Some(Wait::Lt)))
                 } else {
                     Err(ParseError::RestrictedXml("processing instruction"))
                 }
@@ -562,6 +870,7 @@ impl StreamParser {
             return Err(nwf("invalid character"));
         }
         self.count(s.len())?;
+        self.count_text(s.len())?;
         push_text(&mut self.text, s);
         Ok(s.len())
     }
@@ -578,15 +887,12 @@ impl StreamParser {
                 if len > self.limits.max_stanza_bytes {
                     return Err(ParseError::PolicyViolation("stanza too large"));
                 }
-                let (el, qname) = self.element(s)?;
-                if el.name() != "stream" || el.ns() != ns::STREAM {
+                let (qname, attrs) = self.scope(s)?;
+                let (local, uri) = resolve(&self.ns, &qname, &attrs)?;
+                if local != "stream" || uri != ns::STREAM {
                     return Err(ParseError::InvalidNamespace);
                 }
-                let default_ns = self.lookup("").unwrap_or_default().to_owned();
-                let attrs = el
-                    .attrs()
-                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                    .collect();
+                let default_ns = lookup(&self.ns, "").unwrap_or_default().to_owned();
                 self.root_qname = qname;
                 self.state = State::Stream;
                 self.seen_any = true;
@@ -596,18 +902,26 @@ impl StreamParser {
             State::Stream => {
                 if self.stack.is_empty() {
                     self.stanza_bytes = 0;
+                    self.elements = 0;
+                    self.text_bytes = 0;
+                    self.tape.clear();
                 }
                 if self.stack.len() + 1 > self.limits.max_depth {
                     return Err(ParseError::PolicyViolation("stanza too deep"));
                 }
+                self.elements += 1;
+                if self.elements > self.tree.max_elements {
+                    return Err(ParseError::PolicyViolation("too many elements"));
+                }
                 self.count(len)?;
-                let (el, qname) = self.element(s)?;
+                let (qname, attrs) = self.scope(s)?;
                 self.flush_text();
+                let ns = self.encode_start(&qname, attrs, empty)?;
                 if empty {
                     self.pop_scope();
-                    Ok(self.attach(el))
+                    self.closed()
                 } else {
-                    self.stack.push(Open { el, qname });
+                    self.stack.push(Open { qname, ns });
                     Ok(None)
                 }
             }
@@ -632,32 +946,34 @@ impl StreamParser {
         }
         self.count(len)?;
         self.flush_text();
-        let Some(open) = self.stack.pop() else {
+        if self.stack.pop().is_none() {
             return Err(nwf("mismatched end tag"));
-        };
+        }
         self.pop_scope();
-        Ok(self.attach(open.el))
+        self.tape.push(OP_END);
+        self.closed()
     }
 
-    /// Adds a closed element to its parent, or returns it when it is a whole stanza.
-    fn attach(&mut self, el: Element) -> Option<StreamEvent> {
-        match self.stack.last_mut() {
-            Some(parent) => {
-                parent.el.append_child(el);
-                None
-            }
-            None => {
-                self.stanza_bytes = 0;
-                Some(StreamEvent::Stanza(el))
-            }
+    /// An element was closed: when it was the stanza, builds it from the tape.
+    fn closed(&mut self) -> Result<Option<StreamEvent>, ParseError> {
+        if !self.stack.is_empty() {
+            return Ok(None);
         }
+        self.stanza_bytes = 0;
+        let el = build(&self.tape).ok_or_else(|| nwf("stanza could not be rebuilt"))?;
+        self.tape.clear();
+        if self.tape.capacity() > 16 * 1024 {
+            // Do not keep a large stanza's tape for the small ones that follow.
+            self.tape = Vec::new();
+        }
+        Ok(Some(StreamEvent::Stanza(el)))
     }
 
     fn flush_text(&mut self) {
-        if !self.text.is_empty()
-            && let Some(top) = self.stack.last_mut()
-        {
-            top.el.push_node(Node::Text(std::mem::take(&mut self.text)));
+        if !self.text.is_empty() && !self.stack.is_empty() {
+            self.tape.push(OP_TEXT);
+            put_str(&mut self.tape, &self.text);
+            self.text.clear();
         }
     }
 
@@ -667,20 +983,51 @@ impl StreamParser {
         }
     }
 
-    fn lookup(&self, prefix: &str) -> Option<&str> {
-        if prefix == "xml" {
-            return Some(ns::XML);
+    /// Writes a start tag to the tape, its name resolved in the current scope. Returns where
+    /// its namespace URI is in the tape.
+    fn encode_start(
+        &mut self,
+        qname: &str,
+        attrs: Vec<(String, String)>,
+        empty: bool,
+    ) -> Result<(usize, usize), ParseError> {
+        let (local, uri) = resolve(&self.ns, qname, &attrs)?;
+        let parent = self.stack.last().map(|o| o.ns);
+        let same = parent.filter(|&(a, b)| self.tape.get(a..b) == Some(uri.as_bytes()));
+        let mut op = OP_START;
+        if same.is_some() {
+            op |= SAME_NS;
         }
-        self.ns
-            .iter()
-            .rev()
-            .find(|(p, _)| &**p == prefix)
-            .map(|(_, uri)| &**uri)
+        if !attrs.is_empty() {
+            op |= HAS_ATTRS;
+        }
+        if empty {
+            op |= EMPTY;
+        }
+        self.tape.push(op);
+        put_str(&mut self.tape, local);
+        let ns = match same {
+            Some(ns) => ns,
+            None => {
+                put_len(&mut self.tape, uri.len());
+                let at = self.tape.len();
+                self.tape.extend_from_slice(uri.as_bytes());
+                (at, self.tape.len())
+            }
+        };
+        if !attrs.is_empty() {
+            put_len(&mut self.tape, attrs.len());
+            for (k, v) in &attrs {
+                put_str(&mut self.tape, k);
+                put_str(&mut self.tape, v);
+            }
+        }
+        Ok(ns)
     }
 
-    /// Builds an element from a start tag: pushes its namespace scope, resolves its name and
-    /// checks its attributes. Returns it with its name as written.
-    fn element(&mut self, s: &BytesStart<'_>) -> Result<(Element, Box<str>), ParseError> {
+    /// Opens the namespace scope of a start tag (its declarations) and checks its name and
+    /// attributes. Returns its name as written and its other attributes, unescaped.
+    fn scope(&mut self, s: &BytesStart<'_>) -> Result<(Box<str>, Attrs), ParseError> {
         let name = s.name();
         let qname = std::str::from_utf8(name.as_ref()).map_err(|_| nwf("invalid utf-8"))?;
         check_qname(qname)?;
@@ -707,28 +1054,48 @@ impl StreamParser {
             }
         }
         self.ns_marks.push(mark);
-
-        let (prefix, local) = match qname.split_once(':') {
-            Some((p, l)) => (Some(p), l),
-            None => (None, qname),
-        };
-        let uri = match prefix {
-            None => self.lookup("").unwrap_or_default(),
-            Some(p) => self.lookup(p).ok_or(ParseError::BadNamespacePrefix)?,
-        };
-        for (k, _) in &attrs {
-            if let Some((p, _)) = k.split_once(':')
-                && self.lookup(p).is_none()
-            {
-                return Err(ParseError::BadNamespacePrefix);
-            }
-        }
-        let mut el = Element::new(local, uri);
-        for (k, v) in attrs {
-            el.set_attr(k, v);
-        }
-        Ok((el, qname.into()))
+        Ok((qname.into(), attrs))
     }
+}
+
+/// Attributes as (name as written, unescaped value).
+type Attrs = Vec<(String, String)>;
+
+/// The innermost declaration of a namespace prefix ("" for the default namespace).
+fn lookup<'a>(scope: &'a [(Box<str>, Box<str>)], prefix: &str) -> Option<&'a str> {
+    if prefix == "xml" {
+        return Some(ns::XML);
+    }
+    scope
+        .iter()
+        .rev()
+        .find(|(p, _)| &**p == prefix)
+        .map(|(_, uri)| &**uri)
+}
+
+/// Resolves an element name in `scope`, and checks that every prefixed attribute's prefix is
+/// declared. Returns the local name and the namespace URI.
+fn resolve<'a, 'q>(
+    scope: &'a [(Box<str>, Box<str>)],
+    qname: &'q str,
+    attrs: &[(String, String)],
+) -> Result<(&'q str, &'a str), ParseError> {
+    let (prefix, local) = match qname.split_once(':') {
+        Some((p, l)) => (Some(p), l),
+        None => (None, qname),
+    };
+    let uri = match prefix {
+        None => lookup(scope, "").unwrap_or_default(),
+        Some(p) => lookup(scope, p).ok_or(ParseError::BadNamespacePrefix)?,
+    };
+    for (k, _) in attrs {
+        if let Some((p, _)) = k.split_once(':')
+            && lookup(scope, p).is_none()
+        {
+            return Err(ParseError::BadNamespacePrefix);
+        }
+    }
+    Ok((local, uri))
 }
 
 fn is_xml_space(b: u8) -> bool {
@@ -1512,15 +1879,19 @@ mod tests {
         // A token cut short is not rescanned until a byte that can end it arrives.
         p.feed(b"</b");
         assert_eq!(p.next_event(), Ok(None));
-        assert!(matches!(p.wait, Some((3, Wait::Markup))));
+        assert_eq!(p.wait, Some((3, Wait::Tag(Quote::Outside))));
         p.feed(b"  ");
         assert_eq!(p.next_event(), Ok(None));
-        assert!(matches!(p.wait, Some((5, Wait::Markup))));
+        assert_eq!(p.wait, Some((5, Wait::Tag(Quote::Outside))));
         p.feed(b"></m>");
         assert!(matches!(p.next_event(), Ok(Some(StreamEvent::Stanza(s)))
             if s.get_child("b", ns::CLIENT).map(Element::text).as_deref() == Some("abc")));
         assert!(p.wait.is_none());
-        assert!(std::mem::size_of::<StreamParser>() <= 256);
+        assert!(
+            std::mem::size_of::<StreamParser>() <= 320,
+            "{}",
+            std::mem::size_of::<StreamParser>()
+        );
     }
 
     #[test]
@@ -1643,5 +2014,298 @@ mod tests {
 
     fn parser_with(limits: &Limits) -> StreamParser {
         StreamParser::new(limits.clone())
+    }
+
+    /// Feeds `prefix`, then `body` one byte at a time, then `suffix`; returns the events, the
+    /// error, the bytes fed and the bytes the parser scanned.
+    fn trickle(
+        prefix: &[u8],
+        body: &[u8],
+        suffix: &[u8],
+    ) -> (Vec<StreamEvent>, Option<ParseError>, usize, u64) {
+        let mut p = roomy();
+        let chunks = [prefix].into_iter().chain(body.chunks(1)).chain([suffix]);
+        let (ev, err) = run_chunks(&mut p, chunks);
+        (
+            ev,
+            err,
+            prefix.len() + body.len() + suffix.len(),
+            p.scanned(),
+        )
+    }
+
+    /// A parser with room for big tests, and the bound tree limits.
+    fn roomy() -> StreamParser {
+        StreamParser::new(Limits {
+            max_stanza_bytes: 1 << 20,
+            ..Limits::default()
+        })
+        .with_tree_limits(TreeLimits {
+            max_elements: 1 << 20,
+            max_text_bytes: 1 << 20,
+            max_held_bytes: 4 << 20,
+        })
+    }
+
+    fn with_tree(tree: TreeLimits) -> StreamParser {
+        StreamParser::new(Limits::default()).with_tree_limits(tree)
+    }
+
+    /// What a trickle case feeds: name, prefix, the body fed byte by byte, suffix.
+    type Case<'a> = (&'a str, &'a [u8], &'a [u8], &'a [u8]);
+
+    #[test]
+    fn work_is_linear_for_tokens_trickled_byte_by_byte() {
+        let n = 200_000;
+        let gts = ">".repeat(n);
+        let header = SHORT_HEADER.as_bytes();
+        // A quoted attribute value full of `>`, the CDATA section full of `]>`, and an XML
+        // declaration full of `>`, each fed one byte at a time: the tokenizer must not rescan
+        // the pending token at every `>`.
+        let attr = format!("{SHORT_HEADER}<m a='");
+        let double = format!("<m a=\"{gts}\"/>");
+        let cdata = format!("{SHORT_HEADER}<m><![CDATA[");
+        let cdata_body = "]>".repeat(n / 2);
+        let cases: [Case<'_>; 4] = [
+            ("attribute", attr.as_bytes(), gts.as_bytes(), b"'/>"),
+            ("attribute (double quotes)", header, double.as_bytes(), b""),
+            ("cdata", cdata.as_bytes(), cdata_body.as_bytes(), b"]]></m>"),
+            (
+                "declaration",
+                b"<?xml version='1.0' x='",
+                gts.as_bytes(),
+                b"'?>",
+            ),
+        ];
+        for (what, prefix, body, suffix) in cases {
+            let (ev, err, fed, scanned) = trickle(prefix, body, suffix);
+            // The declaration is accepted (its attributes are not checked) and is no event.
+            let want = if what == "declaration" { 0 } else { 2 };
+            assert_eq!((ev.len(), err), (want, None), "{what}");
+            assert!(
+                scanned <= 4 * fed as u64,
+                "{what}: scanned {scanned} bytes for {fed} fed"
+            );
+        }
+        let (ev, _, _, _) = trickle(attr.as_bytes(), gts.as_bytes(), b"'/>");
+        assert_eq!(stanzas(&ev)[0].get_attr("a").map(str::len), Some(n));
+        let (ev, _, _, _) = trickle(cdata.as_bytes(), cdata_body.as_bytes(), b"]]></m>");
+        assert_eq!(stanzas(&ev)[0].text(), cdata_body);
+    }
+
+    #[test]
+    fn work_is_linear_for_a_normal_stream_at_any_split() {
+        let data = transcript();
+        let mut p = parser();
+        let (ev, err) = run_chunks(&mut p, data.chunks(1));
+        assert_eq!((ev.len(), err), (10, None));
+        assert!(
+            p.scanned() <= 4 * data.len() as u64,
+            "byte by byte: scanned {} for {}",
+            p.scanned(),
+            data.len()
+        );
+        // Whole, the tokenizer sees each byte about once.
+        let mut p = parser();
+        run_chunks(&mut p, [data.as_slice()]);
+        assert!(p.scanned() <= 2 * data.len() as u64, "{}", p.scanned());
+        for size in [2, 3, 7, 64] {
+            let mut p = parser();
+            let (ev, err) = run_chunks(&mut p, data.chunks(size));
+            assert_eq!((ev.len(), err), (10, None));
+            assert!(p.scanned() <= 4 * data.len() as u64, "chunks of {size}");
+        }
+    }
+
+    #[test]
+    fn the_scanner_agrees_with_the_tokenizer() {
+        // Tokens that end in unusual ways, split at every byte: the result is the same as
+        // whole, so the scanner never waits past the real end of a token.
+        let body = "<m a='>' b=\"'>\"><![CDATA[]]]]><![CDATA[]>]]]]></m><m></m ><x/>\
+                    <y a='\"'/><m>&amp;&#x41;</m>";
+        let data = format!("<?xml version='1.0'?>{SHORT_HEADER}{body}");
+        let whole = parse_all(data.as_bytes());
+        assert_eq!(whole.1, None);
+        assert_eq!(whole.0.len(), 6);
+        assert_eq!(stanzas(&whole.0)[0].text(), "]]]>]]");
+        for i in 0..=data.len() {
+            let (a, b) = data.as_bytes().split_at(i);
+            assert_eq!(run_chunks(&mut parser(), [a, b]), whole, "split at {i}");
+        }
+        let mut p = parser();
+        assert_eq!(run_chunks(&mut p, data.as_bytes().chunks(1)), whole);
+        // Comments and doctypes still fail as soon as they are recognised.
+        for evil in ["<!-", "<!D", "<!x"] {
+            let mut p = parser();
+            let mut fed = HEADER.as_bytes().to_vec();
+            fed.extend_from_slice(evil.as_bytes());
+            let (_, err) = run_chunks(&mut p, fed.chunks(1));
+            assert!(err.is_some(), "{evil}");
+        }
+    }
+
+    #[test]
+    fn element_count_limit() {
+        let limits = TreeLimits {
+            max_elements: 10,
+            ..TreeLimits::bound()
+        };
+        let ok = format!("{SHORT_HEADER}<m>{}</m>", "<a/>".repeat(9));
+        let (ev, err) = run_chunks(&mut with_tree(limits.clone()), [ok.as_bytes()]);
+        assert_eq!((ev.len(), err), (2, None));
+        // The eleventh element fails the stanza at once, long before it ends, whole or split.
+        let over = format!("{SHORT_HEADER}<m>{}", "<a/>".repeat(10));
+        let err = Some(ParseError::PolicyViolation("too many elements"));
+        let (_, e) = run_chunks(&mut with_tree(limits.clone()), [over.as_bytes()]);
+        assert_eq!(e, err);
+        let (_, e) = run_chunks(&mut with_tree(limits.clone()), over.as_bytes().chunks(1));
+        assert_eq!(e, err);
+        assert_eq!(
+            e.unwrap().condition(),
+            StreamErrorCondition::PolicyViolation
+        );
+        // The count is per stanza.
+        let many = format!("{SHORT_HEADER}{}", "<m><a/><b/></m>".repeat(20));
+        let (ev, err) = run_chunks(&mut with_tree(limits), [many.as_bytes()]);
+        assert_eq!((ev.len(), err), (21, None));
+    }
+
+    #[test]
+    fn text_limit() {
+        let limits = TreeLimits {
+            max_text_bytes: 10,
+            ..TreeLimits::bound()
+        };
+        let err = Some(ParseError::PolicyViolation("too much text"));
+        let ok = format!("{SHORT_HEADER}<m>01234<b>5678</b>9</m>");
+        let (ev, e) = run_chunks(&mut with_tree(limits.clone()), [ok.as_bytes()]);
+        assert_eq!((ev.len(), e), (2, None));
+        // Counted across elements, references and CDATA, after unescaping.
+        for body in [
+            "<m>01234<b>5678</b>9A</m>",
+            "<m>0123456789&amp;</m>",
+            "<m>01234<![CDATA[567890]]></m>",
+            "<m>&#x41;&#x41;&#x41;&#x41;&#x41;&#x41;&#x41;&#x41;&#x41;&#x41;&#x41;</m>",
+        ] {
+            let data = format!("{SHORT_HEADER}{body}");
+            let (_, e) = run_chunks(&mut with_tree(limits.clone()), [data.as_bytes()]);
+            assert_eq!(e, err, "{body}");
+            let (_, e) = run_chunks(&mut with_tree(limits.clone()), data.as_bytes().chunks(1));
+            assert_eq!(e, err, "{body} byte by byte");
+        }
+        // Ten characters of four bytes each are 40 bytes.
+        let data = format!("{SHORT_HEADER}<m>{}</m>", "😀".repeat(3));
+        let (_, e) = run_chunks(&mut with_tree(limits), [data.as_bytes()]);
+        assert_eq!(e, err);
+    }
+
+    #[test]
+    fn held_memory_limit() {
+        let limits = TreeLimits {
+            max_held_bytes: 200,
+            ..TreeLimits::bound()
+        };
+        let err = Some(ParseError::PolicyViolation("stanza holds too much"));
+        // A whole stanza bigger than that is fine: only an unfinished one is held.
+        let whole = format!("{SHORT_HEADER}<m>{}</m>", "<a/>".repeat(100));
+        let (ev, e) = run_chunks(&mut with_tree(limits.clone()), [whole.as_bytes()]);
+        assert_eq!((ev.len(), e), (2, None));
+        // Held open, the same elements fail it, whole or trickled.
+        let open = format!("{SHORT_HEADER}<m>{}", "<a/>".repeat(100));
+        let (_, e) = run_chunks(&mut with_tree(limits.clone()), [open.as_bytes()]);
+        assert_eq!(e, err);
+        let (_, e) = run_chunks(&mut with_tree(limits.clone()), open.as_bytes().chunks(7));
+        assert_eq!(e, err);
+        // So does one long unfinished tag.
+        let tag = format!("{SHORT_HEADER}<m a='{}", "x".repeat(300));
+        let (_, e) = run_chunks(&mut with_tree(limits), [tag.as_bytes()]);
+        assert_eq!(e, err);
+    }
+
+    #[test]
+    fn an_unfinished_stanza_is_held_compactly() {
+        // The finding: 240 KB of `<a/>` inside one unclosed element cost ~39x in trees.
+        let n = 60_000;
+        let mut p = roomy();
+        p.feed(SHORT_HEADER.as_bytes());
+        assert!(matches!(p.next_event(), Ok(Some(StreamEvent::Open(_)))));
+        let body = format!("<message>{}", "<a/>".repeat(n));
+        for chunk in body.as_bytes().chunks(4096) {
+            p.feed(chunk);
+            assert_eq!(p.next_event(), Ok(None));
+        }
+        // Three bytes of tape per element, well under the four bytes received.
+        assert!(p.held() <= body.len(), "{} > {}", p.held(), body.len());
+        assert!(p.tape.capacity() <= 2 * body.len());
+        assert!(p.stack.len() == 1);
+        p.feed(b"</message>");
+        let Ok(Some(StreamEvent::Stanza(m))) = p.next_event() else {
+            panic!("no stanza")
+        };
+        assert_eq!(m.children().count(), n);
+        assert!(m.children().all(|c| c.is("a", ns::CLIENT)));
+        // The tape is released with the stanza.
+        assert!(p.tape.capacity() <= 16 * 1024);
+    }
+
+    #[test]
+    fn prelogin_limits_and_switching() {
+        let (pre, tree) = (Limits::prelogin(), TreeLimits::prelogin());
+        assert!(pre.max_stanza_bytes >= 10_000, "RFC 6120 §13.12");
+        let (d, b) = (Limits::default(), TreeLimits::bound());
+        assert!(pre.max_stanza_bytes < d.max_stanza_bytes && pre.max_depth < d.max_depth);
+        assert!(tree.max_elements < b.max_elements && tree.max_text_bytes < b.max_text_bytes);
+        assert!(tree.max_held_bytes < b.max_held_bytes);
+        // A bound stanza fits its limits (bytes, elements, text and what is held).
+        assert!(b.max_text_bytes >= d.max_stanza_bytes && b.max_held_bytes >= d.max_stanza_bytes);
+        let form = format!(
+            "{SHORT_HEADER}<iq><query>{}</query></iq>",
+            "<a/>".repeat(200)
+        );
+        let (_, e) = run_chunks(
+            &mut StreamParser::new(pre.clone()).with_tree_limits(tree.clone()),
+            [form.as_bytes()],
+        );
+        assert_eq!(e, Some(ParseError::PolicyViolation("too many elements")));
+        // After authentication the edge switches to the bound limits (on a reset parser).
+        let mut p = StreamParser::new(pre).with_tree_limits(tree);
+        p.reset();
+        p.set_limits(Limits::default(), TreeLimits::bound());
+        assert_eq!(p.limits(), (&Limits::default(), &TreeLimits::bound()));
+        let (ev, e) = run_chunks(&mut p, [form.as_bytes()]);
+        assert_eq!((ev.len(), e), (2, None));
+        // Without tree limits (trusted input), nothing but the size counts.
+        let many = format!("{SHORT_HEADER}<m>{}</m>", "<a/>".repeat(20_000));
+        let (ev, e) = parse_all(many.as_bytes());
+        assert_eq!((ev.len(), e), (2, None));
+    }
+
+    #[test]
+    fn namespaces_survive_the_tape() {
+        let m = first_stanza(
+            "<m xmlns:p='urn:p'><x xmlns='urn:a' k='v' p:q='w'><y/>t<z xmlns='jabber:client'>\
+             <w/></z></x><p:e/>tail</m>",
+        );
+        let x = m.get_child("x", "urn:a").unwrap();
+        assert_eq!(x.get_attr("k"), Some("v"));
+        assert_eq!(x.get_attr("p:q"), Some("w"));
+        assert!(x.get_child("y", "urn:a").is_some());
+        assert_eq!(x.text(), "t");
+        let z = x.get_child("z", ns::CLIENT).unwrap();
+        assert!(z.get_child("w", ns::CLIENT).is_some());
+        assert!(m.get_child("e", "urn:p").is_some());
+        assert_eq!(m.text(), "tail");
+        // Long names and values need multi-byte lengths.
+        let long = "v".repeat(70_000);
+        let m = first_stanza(&format!("<m a='{long}'>{long}</m>"));
+        assert_eq!(m.get_attr("a"), Some(long.as_str()));
+        assert_eq!(m.text(), long);
+        // A corrupt tape is refused, never a panic.
+        assert_eq!(build(&[OP_START]), None);
+        assert_eq!(build(&[OP_START | SAME_NS, 1, b'a']), None);
+        assert_eq!(build(&[OP_TEXT, 1, b'a']), None);
+        assert_eq!(build(&[OP_START | EMPTY, 1, b'a', 0, OP_END]), None);
+        assert_eq!(build(&[0x40]), None);
+        assert!(build(&[OP_START | EMPTY, 1, b'a', 0]).is_some());
     }
 }
