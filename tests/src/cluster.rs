@@ -135,7 +135,7 @@ impl Cluster {
                 o.peer_routing,
                 o.extra_toml
             );
-            std::fs::write(&path, text).unwrap();
+            std::fs::write(&path, crate::with_test_auth(&text)).unwrap();
         }
         path
     }
@@ -174,6 +174,8 @@ impl Cluster {
                 &format!("{local}@{}", self.domain),
                 "--password-stdin",
             ])
+            .arg("--config")
+            .arg(self.config())
             .arg("--data-dir")
             .arg(self.dir.path())
             .stdin(std::process::Stdio::piped())
