@@ -167,3 +167,79 @@ async fn a_plain_login_upgrades_credentials_below_the_configured_iterations() {
     let log = s.log().join("\n");
     assert_eq!(log.matches("credentials upgraded").count(), 1, "{log}");
 }
+
+const NS_REGISTER: &str = "jabber:iq:register";
+
+async fn register(c: &mut Client, user: &str, password: &str) -> xmpp::Element {
+    use xmpp::{Element, ns};
+    c.iq(Element::new("iq", ns::CLIENT).attr("type", "set").child(
+        Element::new("query", NS_REGISTER)
+            .child(Element::new("username", NS_REGISTER).text_node(user))
+            .child(Element::new("password", NS_REGISTER).text_node(password)),
+    ))
+    .await
+}
+
+fn condition(reply: &xmpp::Element) -> Option<String> {
+    let err = reply.get_child("error", xmpp::ns::CLIENT)?;
+    err.children()
+        .find(|c| c.ns() == xmpp::ns::STANZAS_ERR && c.name() != "text")
+        .map(|c| c.name().to_owned())
+}
+
+/// CPU time the server process has used (user + system), in clock ticks, from /proc.
+fn cpu_ticks(s: &Server) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", s.pid())).unwrap_or_default();
+    // Fields after the command name (which is in parentheses): utime is the 12th, stime the
+    // 13th of those.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
+}
+
+#[tokio::test]
+async fn registration_refuses_taken_names_before_pbkdf2_and_counts_every_attempt() {
+    // The most PBKDF2 rounds the server accepts: one derivation would cost the server many
+    // seconds of CPU, so a conflict answered without it shows in the CPU time used.
+    let s = Server::start_with(
+        "[[domain]]\nname = \"localhost\"\nregistration_open = true\n\n[auth]\nscram_iterations = 10000000\n",
+    );
+    let old = s.data_dir.path().join("fast.toml");
+    std::fs::write(&old, "[auth]\nscram_iterations = 4096\n").unwrap_or_else(|e| panic!("{e}"));
+    let old = old.to_string_lossy().into_owned();
+    let out = s.relais_cli(
+        &[
+            "user",
+            "add",
+            "taken@localhost",
+            "--password-stdin",
+            "--config",
+            &old,
+        ],
+        "pw",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut c = s.connect().await;
+    let before = cpu_ticks(&s);
+    for _ in 0..3 {
+        let r = register(&mut c, "taken", "another-pw").await;
+        assert_eq!(condition(&r).as_deref(), Some("conflict"), "{r}");
+    }
+    let used = cpu_ticks(&s) - before;
+    // 100 ticks = 1 s of CPU; three derivations at 10,000,000 rounds would take far more.
+    assert!(used < 100, "{used} ticks of CPU for three conflicts");
+    // Those three attempts count: the fourth, for a free name, is refused before any work.
+    let r = register(&mut c, "fresh", "fresh-pw").await;
+    assert_eq!(condition(&r).as_deref(), Some("resource-constraint"), "{r}");
+    let users = s.relais_cli(&["user", "list"], "");
+    let users = String::from_utf8_lossy(&users.stdout);
+    assert!(!users.contains("fresh"), "{users}");
+}

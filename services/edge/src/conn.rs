@@ -1093,6 +1093,22 @@ impl Conn {
             .is_some_and(|s| s.registration_open)
     }
 
+    /// Whether this stream's domain has reached its `max_accounts` (false when unknown).
+    async fn domain_full(&self) -> bool {
+        let Some(max) = self
+            .ctx
+            .domains()
+            .settings(&self.domain)
+            .and_then(|s| s.max_accounts)
+        else {
+            return false;
+        };
+        match self.ctx.accounts.count_accounts(&self.domain).await {
+            Ok(n) => n >= u64::from(max),
+            Err(_) => false,
+        }
+    }
+
     /// XEP-0077 before authentication (TLS is on): `get` answers the form, `set` creates
     /// the account. Refused with `<not-allowed/>` when the domain's registration is closed.
     async fn on_register(&mut self, iq: Element) -> Flow {
@@ -1132,7 +1148,18 @@ impl Conn {
                         return Flow::Continue;
                     }
                 };
-                // Every attempt counts, successful or not, before any work is done.
+                // A full domain is refused first, uncounted (it costs a count and no
+                // PBKDF2). A cluster's edge cannot count accounts: there the creation
+                // below refuses it.
+                if self.domain_full().await {
+                    self.reply_error_text(
+                        &shell,
+                        StanzaErrorCondition::NotAllowed,
+                        "this domain has reached its account limit",
+                    );
+                    return Flow::Continue;
+                }
+                // Every other attempt counts, successful or not, before any work is done.
                 if !self.ctx.registrations.attempt(self.peer.ip()) {
                     tracing::info!(peer = %self.peer, "registration refused: too many from this address");
                     self.reply_error_text(
