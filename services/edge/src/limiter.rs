@@ -3,7 +3,8 @@
 //! Every attempt is admitted through [`AuthLimiter::admit`] once the account it names is known
 //! and before the credentials are looked up or any PBKDF2 runs. Admission reserves a time slot
 //! in two schedules: the client's network (an IPv4 address, or an IPv6 /64, since one host
-//! usually owns a whole /64) and the pair (account, network). An attempt counts as a failure
+//! usually owns a whole /64) and the pair (account, network). The network's free allowance
+//! (100) is larger than the pair's (3), since many users may share an address. An attempt counts as a failure
 //! from the moment it is admitted; a success refunds it ([`AuthLimiter::succeeded`]). Past a
 //! free allowance, each counted failure spaces the next slot of that schedule further (doubling
 //! up to `max_delay`), so parallel connections from one network queue behind each other: the
@@ -28,8 +29,11 @@ use std::time::{Duration, Instant};
 /// Tuning of the limiter.
 #[derive(Clone, Debug)]
 pub struct AuthLimits {
-    /// Failures allowed before any delay.
+    /// Failures of one (account, network) allowed before any delay.
     pub free_failures: u32,
+    /// Failures of one network (all accounts) allowed before any delay: higher, since many
+    /// users may share an address (NAT) and log in at once; it bounds password spraying.
+    pub free_network_failures: u32,
     /// The first delay; each further failure doubles it.
     pub base_delay: Duration,
     /// The longest spacing between two attempts of one schedule.
@@ -46,6 +50,7 @@ impl Default for AuthLimits {
     fn default() -> Self {
         AuthLimits {
             free_failures: 3,
+            free_network_failures: 100,
             base_delay: Duration::from_millis(250),
             max_delay: Duration::from_secs(8),
             max_wait: Duration::from_secs(15),
@@ -181,13 +186,17 @@ impl AuthLimiter {
         if at.duration_since(now) > l.max_wait {
             return Admission::Busy;
         }
-        for e in [nets.entries.get_mut(&net), accts.entries.get_mut(&acct)]
-            .into_iter()
-            .flatten()
-        {
-            e.failures = e.failures.saturating_add(1);
-            e.last = now;
-            e.next = at.max(e.next) + self.delay_for(e.failures);
+        for (e, free) in [
+            (nets.entries.get_mut(&net), l.free_network_failures),
+            (accts.entries.get_mut(&acct), l.free_failures),
+        ] {
+            if let Some(e) = e {
+                e.failures = e.failures.saturating_add(1);
+                e.last = now;
+                // Each schedule spaces its own attempts: another account's waits do not
+                // hold up this network's other accounts.
+                e.next = e.next.max(now) + self.delay_for(e.failures, free);
+            }
         }
         Admission::Wait(at.duration_since(now))
     }
@@ -245,12 +254,12 @@ impl AuthLimiter {
             .unwrap_or(0)
     }
 
-    fn delay_for(&self, failures: u32) -> Duration {
+    fn delay_for(&self, failures: u32, free: u32) -> Duration {
         let l = &self.limits;
-        if failures <= l.free_failures {
+        if failures <= free {
             return Duration::ZERO;
         }
-        let exp = (failures - l.free_failures - 1).min(16);
+        let exp = (failures - free - 1).min(16);
         l.base_delay.saturating_mul(1u32 << exp).min(l.max_delay)
     }
 }
@@ -282,8 +291,31 @@ mod tests {
             .collect();
         assert_eq!(ms, [0, 0, 0, 0, 250, 750, 1750, 3750, 7750]);
         // The next would wait longer than max_wait (7.75 s + 8 s): refused, not counted.
-        assert_eq!(lim.admit(ip(1), "b@x"), Admission::Busy);
+        assert_eq!(lim.admit(ip(1), "a@x"), Admission::Busy);
         assert_eq!(lim.failures(ip(1)), 9);
+        // Another account from the same network is within the network's allowance.
+        assert_eq!(lim.admit(ip(1), "b@x"), Admission::Wait(Duration::ZERO));
+    }
+
+    #[test]
+    fn spraying_many_accounts_from_one_network_is_bounded_too() {
+        let lim = AuthLimiter::new(AuthLimits {
+            free_network_failures: 5,
+            ..AuthLimits::default()
+        });
+        let waits: Vec<Duration> = (0..8)
+            .map(|n| wait(lim.admit(ip(1), &format!("u{n}@x"))))
+            .collect();
+        let ms: Vec<u128> = waits
+            .iter()
+            .map(|d| (d.as_millis() + 5) / 10 * 10)
+            .collect();
+        assert_eq!(ms, [0, 0, 0, 0, 0, 0, 250, 750]);
+        // Parallel successful logins refund their attempts.
+        for n in 0..8 {
+            lim.succeeded(ip(1), &format!("u{n}@x"));
+        }
+        assert_eq!(lim.failures(ip(1)), 0);
     }
 
     #[test]
@@ -332,9 +364,9 @@ mod tests {
         for _ in 0..9 {
             let _ = lim.admit(a, "x@y");
         }
-        // Another address of the same /64, another account: still behind the queue.
-        assert_eq!(lim.admit(b, "z@y"), Admission::Busy);
-        assert_eq!(lim.admit(c, "z@y"), Admission::Wait(Duration::ZERO));
+        // Another address of the same /64: still behind the queue; another /64 is not.
+        assert_eq!(lim.admit(b, "x@y"), Admission::Busy);
+        assert_eq!(lim.admit(c, "x@y"), Admission::Wait(Duration::ZERO));
     }
 
     #[test]
