@@ -398,6 +398,10 @@ impl SqliteStore {
                 r.pragma_update(None, "query_only", "ON").map_err(db_err)?;
                 r.pragma_update(None, "foreign_keys", "ON")
                     .map_err(db_err)?;
+                // One read now, so the reader opens its WAL files at start rather than at
+                // the first login (the process's descriptors stay constant after start).
+                r.query_row("SELECT count(*) FROM schema_version", [], |_| Ok(()))
+                    .map_err(db_err)?;
                 Some(Lane::start(r, name, "storage-sqlite-read")?)
             }
             None => None,
