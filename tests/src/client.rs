@@ -190,9 +190,39 @@ impl Client {
         c
     }
 
+    /// Like [`Client::connect_starttls`], from the local address `from` (any 127.0.0.0/8
+    /// address works on loopback), so a test can play several client networks.
+    pub async fn connect_starttls_from(
+        addr: SocketAddr,
+        from: std::net::IpAddr,
+        domain: &str,
+        cert: Vec<u8>,
+    ) -> Client {
+        let sock = match from {
+            std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+            std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+        }
+        .unwrap();
+        sock.bind(SocketAddr::new(from, 0)).unwrap();
+        let tcp = sock.connect(addr).await.unwrap();
+        let mut c = Client::from_tcp(tcp, domain, cert);
+        c.open_stream().await;
+        let f = c.features.clone().unwrap();
+        assert!(f.get_child("starttls", ns::TLS).is_some(), "{f}");
+        c.send(&Element::new("starttls", ns::TLS)).await;
+        let proceed = c.recv_stanza().await;
+        assert!(proceed.is("proceed", ns::TLS), "{proceed}");
+        c.upgrade(&[], false).await;
+        c
+    }
+
     /// A TCP connection with nothing sent yet.
     async fn tcp(addr: SocketAddr, domain: &str, cert: Vec<u8>) -> Client {
         let tcp = TcpStream::connect(addr).await.unwrap();
+        Client::from_tcp(tcp, domain, cert)
+    }
+
+    fn from_tcp(tcp: TcpStream, domain: &str, cert: Vec<u8>) -> Client {
         Client {
             io: Io::Plain(tcp),
             parser: StreamParser::new(Limits {

@@ -226,7 +226,7 @@ impl Cluster {
             } else {
                 text
             };
-            std::fs::write(&path, text).unwrap();
+            std::fs::write(&path, crate::with_test_auth(&text)).unwrap();
         }
         path
     }
@@ -258,6 +258,11 @@ impl Cluster {
     }
 
     pub fn add_user(&self, local: &str, password: &str) {
+        // The test's PBKDF2 cost (`with_test_auth`), nothing else of a node's config.
+        let cfg = self.dir.path().join("user-add.toml");
+        if !cfg.exists() {
+            std::fs::write(&cfg, crate::with_test_auth("")).unwrap();
+        }
         let out = std::process::Command::new(relais_bin())
             .args([
                 "user",
@@ -265,6 +270,8 @@ impl Cluster {
                 &format!("{local}@{}", self.domain),
                 "--password-stdin",
             ])
+            .arg("--config")
+            .arg(&cfg)
             .arg("--data-dir")
             .arg(self.dir.path())
             .stdin(std::process::Stdio::piped())

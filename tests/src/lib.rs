@@ -21,6 +21,22 @@ use std::time::{Duration, Instant};
 pub use client::Client;
 
 /// The `relais` binary, built once per test process with the same cargo that runs the tests.
+/// A test config: `extra_toml`, plus `[auth] scram_iterations` at the RFC 7677 minimum
+/// unless it sets its own. The production default (600,000 PBKDF2 rounds) takes seconds per
+/// derivation in an unoptimized build, for the server and for the test clients alike.
+pub fn with_test_auth(extra_toml: &str) -> String {
+    if extra_toml.contains("[auth]") {
+        return extra_toml.to_owned();
+    }
+    format!(
+        "{extra_toml}
+
+[auth]
+scram_iterations = 4096
+"
+    )
+}
+
 pub fn relais_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -79,7 +95,7 @@ impl Server {
     /// Starts a server over an existing data directory (for restart tests).
     pub fn start_in(data_dir: tempfile::TempDir, extra_toml: &str) -> Server {
         let config = data_dir.path().join("relais.toml");
-        std::fs::write(&config, extra_toml).unwrap();
+        std::fs::write(&config, with_test_auth(extra_toml)).unwrap();
         let mut wants = vec!["c2s", "c2s_tls"];
         if extra_toml.contains("http =") {
             wants.push("http");
@@ -129,10 +145,16 @@ impl Server {
         );
     }
 
-    /// Runs a `relais` subcommand with this server's data dir, feeding `stdin`.
+    /// Runs a `relais` subcommand with this server's data dir, feeding `stdin`. `user`
+    /// commands also get the server's config (for its `[auth]` iteration count).
     pub fn relais_cli(&self, args: &[&str], stdin: &str) -> std::process::Output {
-        let mut child = Command::new(relais_bin())
-            .args(args)
+        let mut cmd = Command::new(relais_bin());
+        cmd.args(args);
+        if args.first() == Some(&"user") && !args.contains(&"--config") {
+            cmd.arg("--config")
+                .arg(self.data_dir.path().join("relais.toml"));
+        }
+        let mut child = cmd
             .arg("--data-dir")
             .arg(self.data_dir.path())
             .stdin(Stdio::piped())

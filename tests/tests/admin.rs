@@ -727,3 +727,65 @@ async fn a_domain_added_over_the_api_reaches_every_node_of_a_cluster() {
         );
     }
 }
+
+#[tokio::test]
+async fn domain_limits_need_a_global_token_over_grpc_and_http() {
+    let s = server();
+    let other = client(&s, Some(OTHER));
+    let before = other
+        .get_domain("other.example")
+        .await
+        .unwrap_or_else(|e| panic!("a domain token reads its settings: {e}"));
+    // The customer's own token cannot raise its limits nor open registration.
+    for settings in [
+        DomainSettings {
+            max_accounts: Some(1_000_000),
+            ..before.settings.clone()
+        },
+        DomainSettings {
+            registration_open: true,
+            ..before.settings.clone()
+        },
+        DomainSettings {
+            offline_quota: Some(100_000),
+            ..before.settings.clone()
+        },
+    ] {
+        let e = other
+            .update_domain("other.example", settings)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), ErrorCode::PermissionDenied, "{e}");
+    }
+    let (st, j) = http(
+        s.admin.unwrap_or_else(|| panic!("no admin port")),
+        "PUT",
+        "/v1/domains/other.example",
+        Some(OTHER),
+        r#"{"max_accounts":1000000,"registration_open":true}"#,
+    )
+    .await;
+    assert_eq!(st, 403, "{j}");
+    assert_eq!(j["code"], "permission_denied");
+    let global = client(&s, Some(GLOBAL));
+    let now = global
+        .get_domain("other.example")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(now, before, "a refused call changed the settings");
+    // The operator's global token may.
+    let (st, j) = http(
+        s.admin.unwrap_or_else(|| panic!("no admin port")),
+        "PUT",
+        "/v1/domains/other.example",
+        Some(GLOBAL),
+        r#"{"max_accounts":5}"#,
+    )
+    .await;
+    assert_eq!(st, 200, "{j}");
+    let now = global
+        .get_domain("other.example")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(now.settings.max_accounts, Some(5));
+}

@@ -7,8 +7,10 @@
 //! their reason, never with the token.
 //!
 //! A token's [`Scope`] is the whole server or one domain. [`Scoped`] applies it: a
-//! domain-scoped token may touch its domain's accounts, sessions, statistics and settings,
-//! sees only its domain in the domain list, and may not add, remove or purge domains.
+//! domain-scoped token may manage its domain's accounts and sessions and read its statistics
+//! and settings, sees only its domain in the domain list, and may not add, remove or purge
+//! domains nor change any domain setting (those are the operator's limits: `max_accounts`,
+//! `registration_open`, quotas, retention), which needs a global token.
 
 use std::sync::Arc;
 
@@ -224,6 +226,9 @@ impl AdminService for Scoped {
 
     async fn update_domain(&self, domain: &str, settings: DomainSettings) -> Result<DomainInfo> {
         let d = self.check_domain(domain)?;
+        // Every domain setting is an operator limit (registration, account and session
+        // caps, quotas, retention): a domain's own token may read them, not raise them.
+        self.global_only("change domain settings (limits, registration, quotas, retention)")?;
         self.inner.update_domain(&d, settings).await
     }
 

@@ -23,6 +23,8 @@ pub struct LocalAdmin {
     domains: Arc<dyn DomainControl>,
     /// This node's name in session listings.
     node: String,
+    /// PBKDF2 iterations of the credentials it derives (`[auth] scram_iterations`).
+    iterations: u32,
 }
 
 impl LocalAdmin {
@@ -32,11 +34,23 @@ impl LocalAdmin {
         domains: Arc<dyn DomainControl>,
         node: impl Into<String>,
     ) -> Arc<Self> {
+        Self::with_iterations(storage, sessions, domains, node, scram::DEFAULT_ITERATIONS)
+    }
+
+    /// Like [`LocalAdmin::new`], deriving new credentials with `iterations` rounds.
+    pub fn with_iterations(
+        storage: storage::Storage,
+        sessions: Arc<LocalSessionService>,
+        domains: Arc<dyn DomainControl>,
+        node: impl Into<String>,
+        iterations: u32,
+    ) -> Arc<Self> {
         Arc::new(LocalAdmin {
             storage,
             sessions,
             domains,
             node: node.into(),
+            iterations,
         })
     }
 
@@ -52,7 +66,7 @@ impl LocalAdmin {
 
 /// SCRAM keys for both hashes; the password itself goes nowhere. Runs the key derivation
 /// off the async threads.
-async fn credentials(password: &str) -> Result<Credentials> {
+async fn credentials(password: &str, iterations: u32) -> Result<Credentials> {
     if password.is_empty() {
         return Err(AdminError::InvalidArgument("the password is empty".into()));
     }
@@ -62,9 +76,7 @@ async fn credentials(password: &str) -> Result<Credentials> {
     tokio::task::spawn_blocking(move || {
         let keys = [ScramHash::Sha256, ScramHash::Sha1]
             .into_iter()
-            .map(|h| {
-                scram::derive_keys(h, &prepared, &scram::new_salt(), scram::DEFAULT_ITERATIONS)
-            })
+            .map(|h| scram::derive_keys(h, &prepared, &scram::new_salt(), iterations))
             .collect();
         Credentials { keys }
     })
@@ -159,7 +171,7 @@ impl AdminService for LocalAdmin {
             )));
         }
         let settings = self.hosted(jid.domain()).await?;
-        let creds = credentials(password).await?;
+        let creds = credentials(password, self.iterations).await?;
         if let Some(max) = settings.max_accounts {
             let n = self
                 .storage
@@ -186,7 +198,7 @@ impl AdminService for LocalAdmin {
 
     async fn set_password(&self, jid: &BareJid, password: &str) -> Result<()> {
         self.hosted(jid.domain()).await?;
-        let creds = credentials(password).await?;
+        let creds = credentials(password, self.iterations).await?;
         self.storage
             .accounts
             .set_credentials(jid, &creds)

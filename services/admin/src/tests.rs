@@ -40,11 +40,12 @@ fn fixture() -> Fixture {
         storage.clone(),
         Arc::new(router::LocalRouter),
     );
-    let admin = LocalAdmin::new(
+    let admin = LocalAdmin::with_iterations(
         storage.clone(),
         sessions.clone(),
         Arc::new(MemoryDomains::new(domains)),
         "standalone",
+        xmpp::scram::MIN_ITERATIONS,
     );
     Fixture {
         admin,
@@ -383,20 +384,60 @@ async fn configured_domains_are_read_only() {
 // --- Token scopes ---------------------------------------------------------------------
 
 #[tokio::test]
+async fn a_domain_token_cannot_change_its_own_domain_limits() {
+    let f = fixture();
+    let a = scoped(&f, "a.example");
+    let before = f.admin.get_domain("a.example").await.unwrap();
+    let raises = [
+        DomainSettings {
+            max_accounts: Some(1_000_000),
+            ..before.settings
+        },
+        DomainSettings {
+            registration_open: !before.settings.registration_open,
+            ..before.settings
+        },
+        DomainSettings {
+            offline_quota: Some(100_000),
+            ..before.settings
+        },
+        DomainSettings {
+            archive_retention_days: Some(36_500),
+            ..before.settings
+        },
+        DomainSettings {
+            max_sessions_per_account: Some(10_000),
+            ..before.settings
+        },
+    ];
+    for settings in raises {
+        let e = a.update_domain("a.example", settings).await.unwrap_err();
+        assert_eq!(e.code(), ErrorCode::PermissionDenied, "{e}");
+        assert!(e.to_string().contains("global token"), "{e}");
+    }
+    // Nothing changed; a global token still may.
+    assert_eq!(f.admin.get_domain("a.example").await.unwrap(), before);
+    let g = scoped(&f, "global");
+    let raised = g
+        .update_domain(
+            "a.example",
+            DomainSettings {
+                max_accounts: Some(50),
+                ..before.settings
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(raised.settings.max_accounts, Some(50));
+}
+
+#[tokio::test]
 async fn a_domain_token_acts_on_its_domain_only() {
     let f = fixture();
     let a = scoped(&f, "a.example");
     a.add_account(&bare("x@a.example"), "pw").await.unwrap();
     assert_eq!(a.list_accounts("a.example").await.unwrap().len(), 1);
-    a.update_domain(
-        "a.example",
-        DomainSettings {
-            offline_quota: Some(10),
-            ..DomainSettings::default()
-        },
-    )
-    .await
-    .unwrap();
+    assert!(a.get_domain("a.example").await.is_ok());
     assert!(a.domain_stats("A.EXAMPLE").await.is_ok());
     // Other domains: refused, whether or not they exist.
     let denied = [
@@ -669,11 +710,22 @@ async fn http_happy_paths() {
     let (_, j) = call(&h, "GET", "/v1/domains/a.example/stats", Some(&d), "").await;
     assert_eq!(j["accounts"], 1);
     assert_eq!(j["sessions"], 0);
+    // A domain's limits are the operator's: its own token gets 403, a global one may.
     let (st, j) = call(
         &h,
         "PUT",
         "/v1/domains/a.example",
         Some(&d),
+        r#"{"max_accounts": 5}"#,
+    )
+    .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{j}");
+    assert_eq!(j["code"], "permission_denied");
+    let (st, j) = call(
+        &h,
+        "PUT",
+        "/v1/domains/a.example",
+        Some(&g),
         r#"{"max_accounts": 5}"#,
     )
     .await;

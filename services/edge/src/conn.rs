@@ -32,6 +32,7 @@ use xmpp::parser::{StreamEvent, StreamHeader, StreamParser};
 use xmpp::scram::{ScramHash, ScramServer};
 use xmpp::{BareJid, Element, FullJid, StanzaErrorCondition, StreamErrorCondition, ns};
 
+use crate::limiter::Admission;
 use crate::outbox::{OutboxReceiver, outbox};
 use crate::register::{self, NS_REGISTER};
 use crate::sasl::{self, Mechanism, SaslFailure};
@@ -810,6 +811,7 @@ impl Conn {
                 plus,
                 self.exporter.clone(),
                 self.exporter.is_some(),
+                self.ctx.config.scram_iterations,
             )),
             Mechanism::Plain => None,
         };
@@ -897,6 +899,29 @@ impl Conn {
         if !self.check_authzid(authzid, &jid) {
             return Err(self.sasl_fail(SaslFailure::InvalidAuthzid, Some(jid)).await);
         }
+        // Brute-force limiter, before the credentials are read and any PBKDF2 runs; the
+        // same wait whatever the outcome (see limiter.rs).
+        match self.ctx.limiter.admit(self.peer.ip(), jid.as_str()) {
+            Admission::Busy => {
+                // Counts towards this stream's attempts (so a spinning client is closed),
+                // not towards the limiter's failures.
+                self.auth_failures += 1;
+                crate::metrics::get().auth_throttled.add(1, &[]);
+                tracing::info!(peer = %self.peer, account = %jid, "authentication refused: too many attempts from this network");
+                return Err(self
+                    .sasl_fail_as(SaslFailure::TemporaryAuthFailure, None, false)
+                    .await);
+            }
+            Admission::Wait(delay) => {
+                if !delay.is_zero() {
+                    // Nothing else happens on an unauthenticated stream, so a plain wait is
+                    // fine.
+                    self.flush().await;
+                    tokio::time::sleep(delay).await;
+                }
+                crate::metrics::get().auth_checks.add(1, &[]);
+            }
+        }
         match self.ctx.accounts.get_credentials(&jid).await {
             Ok(creds) => Ok((jid, creds)),
             Err(e) => {
@@ -922,7 +947,7 @@ impl Conn {
             .and_then(|c| c.get(ScramHash::Sha256).or_else(|| c.get(ScramHash::Sha1)));
         let ok = match keys {
             Some(keys) => {
-                let (keys, pw) = (keys.clone(), msg.password);
+                let (keys, pw) = (keys.clone(), msg.password.clone());
                 // PBKDF2 is deliberately slow: keep it off the reactor. verify_password does
                 // the PRECIS preparation itself.
                 tokio::task::spawn_blocking(move || xmpp::scram::verify_password(&keys, &pw))
@@ -934,7 +959,34 @@ impl Conn {
         if !ok {
             return self.sasl_fail(SaslFailure::NotAuthorized, Some(jid)).await;
         }
+        self.upgrade_credentials(&jid, creds.as_ref(), msg.password)
+            .await;
         self.sasl_success(jid, None)
+    }
+
+    /// After a PLAIN login, credentials derived with fewer iterations than configured are
+    /// derived again with the configured count (the only moment the server holds the
+    /// password). Done before the success is answered, so it cannot race a later password
+    /// change; a failure (a cluster edge cannot write credentials) leaves the old ones.
+    async fn upgrade_credentials(
+        &self,
+        jid: &BareJid,
+        creds: Option<&storage::Credentials>,
+        password: String,
+    ) {
+        let want = self.ctx.config.scram_iterations;
+        if !creds.is_some_and(|c| c.keys.iter().any(|k| k.iterations < want)) {
+            return;
+        }
+        let derived =
+            tokio::task::spawn_blocking(move || register::credentials(&password, want)).await;
+        let Ok(Some(new)) = derived else {
+            return;
+        };
+        match self.ctx.accounts.set_credentials(jid, &new).await {
+            Ok(()) => tracing::info!(jid = %jid, iterations = want, "credentials upgraded"),
+            Err(e) => tracing::debug!(jid = %jid, error = %e, "credentials not upgraded"),
+        }
     }
 
     async fn scram_first(&mut self, hash: ScramHash, payload: Vec<u8>) -> Flow {
@@ -984,6 +1036,7 @@ impl Conn {
 
     fn sasl_success(&mut self, jid: BareJid, data: Option<Vec<u8>>) -> Flow {
         tracing::info!(peer = %self.peer, jid = %jid, "authenticated");
+        self.ctx.limiter.succeeded(self.peer.ip(), jid.as_str());
         crate::metrics::get().auth_successes.add(1, &[]);
         let mut ok = Element::new("success", ns::SASL);
         if let Some(d) = data {
@@ -1012,6 +1065,9 @@ impl Conn {
     /// client can fall back to another mechanism.
     async fn scram_fail(&mut self, e: xmpp::scram::ScramError, jid: Option<BareJid>) -> Flow {
         let counted = !matches!(e, xmpp::scram::ScramError::ChannelBinding);
+        if !counted && let Some(j) = &jid {
+            self.ctx.limiter.refund(self.peer.ip(), j.as_str());
+        }
         self.sasl_fail_as(e.into(), jid, counted).await
     }
 
@@ -1025,14 +1081,10 @@ impl Conn {
         if counted {
             self.auth_failures += 1;
             crate::metrics::get().auth_failures.add(1, &[]);
+            // The limiter counted this attempt when it admitted it (before the check), and
+            // the wait came then: a failure is answered as fast as a success.
             let account = jid.as_ref().map(BareJid::as_str);
-            let delay = self.ctx.limiter.failure(self.peer.ip(), account);
             tracing::info!(peer = %self.peer, account = account.unwrap_or("-"), "authentication failed");
-            if !delay.is_zero() {
-                // Nothing else happens on an unauthenticated stream, so a plain wait is fine.
-                self.flush().await;
-                tokio::time::sleep(delay).await;
-            }
         }
         failure.to_element().write_to(&mut self.wbuf, ns::CLIENT);
         if self.auth_failures >= self.ctx.config.max_auth_attempts {
@@ -1049,6 +1101,22 @@ impl Conn {
             .domains()
             .settings(&self.domain)
             .is_some_and(|s| s.registration_open)
+    }
+
+    /// Whether this stream's domain has reached its `max_accounts` (false when unknown).
+    async fn domain_full(&self) -> bool {
+        let Some(max) = self
+            .ctx
+            .domains()
+            .settings(&self.domain)
+            .and_then(|s| s.max_accounts)
+        else {
+            return false;
+        };
+        match self.ctx.accounts.count_accounts(&self.domain).await {
+            Ok(n) => n >= u64::from(max),
+            Err(_) => false,
+        }
     }
 
     /// XEP-0077 before authentication (TLS is on): `get` answers the form, `set` creates
@@ -1090,8 +1158,19 @@ impl Conn {
                         return Flow::Continue;
                     }
                 };
-                let ip = self.peer.ip();
-                if !self.ctx.registrations.current_delay(ip).is_zero() {
+                // A full domain is refused first, uncounted (it costs a count and no
+                // PBKDF2). A cluster's edge cannot count accounts: there the creation
+                // below refuses it.
+                if self.domain_full().await {
+                    self.reply_error_text(
+                        &shell,
+                        StanzaErrorCondition::NotAllowed,
+                        "this domain has reached its account limit",
+                    );
+                    return Flow::Continue;
+                }
+                // Every other attempt counts, successful or not, before any work is done.
+                if !self.ctx.registrations.attempt(self.peer.ip()) {
                     tracing::info!(peer = %self.peer, "registration refused: too many from this address");
                     self.reply_error_text(
                         &shell,
@@ -1100,17 +1179,34 @@ impl Conn {
                     );
                     return Flow::Continue;
                 }
-                let creds = tokio::task::spawn_blocking(move || register::credentials(&password))
-                    .await
-                    .ok()
-                    .flatten();
+                // A taken name is refused before PBKDF2 runs (the create below still
+                // refuses a name taken in between).
+                // A credentials read, since that is what a cluster's edge can ask.
+                match self.ctx.accounts.get_credentials(&jid).await {
+                    Ok(None) => {}
+                    Ok(Some(_)) => {
+                        self.reply_error(&shell, StanzaErrorCondition::Conflict);
+                        return Flow::Continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(jid = %jid, error = %e, "in-band registration failed");
+                        self.reply_error(&shell, StanzaErrorCondition::InternalServerError);
+                        return Flow::Continue;
+                    }
+                }
+                let iterations = self.ctx.config.scram_iterations;
+                let creds = tokio::task::spawn_blocking(move || {
+                    register::credentials(&password, iterations)
+                })
+                .await
+                .ok()
+                .flatten();
                 let Some(creds) = creds else {
                     self.reply_error(&shell, StanzaErrorCondition::NotAcceptable);
                     return Flow::Continue;
                 };
                 match self.ctx.accounts.create_account(&jid, &creds).await {
                     Ok(()) => {
-                        self.ctx.registrations.failure(ip, None);
                         tracing::info!(peer = %self.peer, jid = %jid, "account registered in band");
                         let mut reply = Element::new("iq", ns::CLIENT).attr("type", "result");
                         if let Some(id) = iq.get_attr("id") {

@@ -64,6 +64,9 @@ pub struct EdgeConfig {
     /// Offer SASL PLAIN (always only over TLS).
     pub allow_plain: bool,
     pub auth_limits: AuthLimits,
+    /// PBKDF2 iterations of new SCRAM credentials (registration) and the count below which a
+    /// PLAIN login re-derives the stored ones.
+    pub scram_iterations: u32,
     /// How long a closing connection may take to flush what is queued.
     pub write_timeout: Duration,
     /// Drain: on shutdown, send `<see-other-host/>` naming this host (another edge or the
@@ -90,6 +93,7 @@ impl Default for EdgeConfig {
             outbound_queue: 1024,
             allow_plain: true,
             auth_limits: AuthLimits::default(),
+            scram_iterations: xmpp::scram::DEFAULT_ITERATIONS,
             write_timeout: Duration::from_secs(10),
             see_other_host: None,
         }
@@ -104,8 +108,9 @@ pub struct EdgeContext {
     pub accounts: Arc<dyn storage::AccountStore>,
     pub sessions: Arc<dyn session::SessionService>,
     pub limiter: AuthLimiter,
-    /// XEP-0077 in-band registrations per IP address: past the free allowance of the
-    /// limits (3 per 10 minutes by default) further registrations are refused.
+    /// XEP-0077 in-band registration attempts per network (IPv4 address, IPv6 /64): past
+    /// the free allowance of the limits (3 per 10 minutes by default) further ones are
+    /// refused, whether the earlier ones succeeded or not.
     pub registrations: AuthLimiter,
     /// Open connections per client address, shared by every listener of this edge.
     pub ip_caps: Arc<IpCaps>,

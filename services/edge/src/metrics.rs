@@ -21,6 +21,10 @@ pub struct EdgeMetrics {
     pub auth_failures: Counter<u64>,
     /// Successful logins.
     pub auth_successes: Counter<u64>,
+    /// SASL attempts the brute-force limiter let through to a password check.
+    pub auth_checks: Counter<u64>,
+    /// SASL attempts the limiter refused (too many queued from one network).
+    pub auth_throttled: Counter<u64>,
     /// Streams closed with a stream error, by condition.
     pub stream_errors: Counter<u64>,
 }
@@ -54,6 +58,14 @@ pub fn get() -> &'static EdgeMetrics {
             auth_successes: meter
                 .u64_counter("relais.edge.auth.successes")
                 .with_description("Successful SASL authentications")
+                .build(),
+            auth_checks: meter
+                .u64_counter("relais.edge.auth.checks")
+                .with_description("SASL attempts admitted to a password check")
+                .build(),
+            auth_throttled: meter
+                .u64_counter("relais.edge.auth.throttled")
+                .with_description("SASL attempts refused by the brute-force limiter")
                 .build(),
             stream_errors: meter
                 .u64_counter("relais.edge.stream_errors")

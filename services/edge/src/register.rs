@@ -57,13 +57,13 @@ pub(crate) fn parse_set(
     Ok((jid, password))
 }
 
-/// SCRAM keys for both hashes (slow on purpose: run it off the reactor). `None` when the
-/// password does not survive PRECIS preparation.
-pub(crate) fn credentials(password: &str) -> Option<storage::Credentials> {
+/// SCRAM keys for both hashes with `iterations` rounds of PBKDF2 (slow on purpose: run it
+/// off the reactor). `None` when the password does not survive PRECIS preparation.
+pub(crate) fn credentials(password: &str, iterations: u32) -> Option<storage::Credentials> {
     let prepared = scram::prepare_password(password).ok()?;
     let keys = [ScramHash::Sha256, ScramHash::Sha1]
         .into_iter()
-        .map(|h| scram::derive_keys(h, &prepared, &scram::new_salt(), scram::DEFAULT_ITERATIONS))
+        .map(|h| scram::derive_keys(h, &prepared, &scram::new_salt(), iterations))
         .collect();
     Some(storage::Credentials { keys })
 }
@@ -108,7 +108,8 @@ mod tests {
             parse_set(&remove, "example.org").unwrap_err(),
             StanzaErrorCondition::NotAllowed
         );
-        let creds = credentials("s3cret").unwrap();
+        let creds = credentials("s3cret", 4096).unwrap();
+        assert_eq!(creds.get(ScramHash::Sha256).unwrap().iterations, 4096);
         assert!(scram::verify_password(
             creds.get(ScramHash::Sha256).unwrap(),
             "s3cret"

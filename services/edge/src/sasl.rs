@@ -112,6 +112,7 @@ pub fn scram_server(
     plus: bool,
     exporter: Option<Vec<u8>>,
     plus_advertised: bool,
+    iterations: u32,
 ) -> ScramServer {
     ScramServer::new(
         hash,
@@ -121,6 +122,7 @@ pub fn scram_server(
             plus_advertised,
         },
     )
+    .with_fake_iterations(iterations)
 }
 
 /// A decoded PLAIN message (RFC 4616): `[authzid] NUL authcid NUL passwd`.

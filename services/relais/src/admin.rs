@@ -170,7 +170,13 @@ pub async fn spawn(
         store: store.domains.clone(),
         registry,
     });
-    let service: Arc<dyn AdminService> = ::admin::LocalAdmin::new(store, sessions, domains, node);
+    let service: Arc<dyn AdminService> = ::admin::LocalAdmin::with_iterations(
+        store,
+        sessions,
+        domains,
+        node,
+        cfg.auth.scram_iterations,
+    );
     let app = app(service, a.tokens.clone());
     let listener = TcpListener::bind(a.addr)
         .await

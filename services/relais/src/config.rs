@@ -68,6 +68,7 @@ pub struct Config {
     pub listen: ListenSection,
     pub tls: TlsSection,
     pub limits: LimitsSection,
+    pub auth: AuthSection,
     pub session: SessionSection,
     pub log: LogSection,
     pub telemetry: TelemetrySection,
@@ -546,6 +547,24 @@ impl Default for PreloginLimits {
     }
 }
 
+/// `[auth]`: how credentials are derived.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// PBKDF2 iterations of new SCRAM credentials (registration, password change, `relais
+    /// user add`); a PLAIN login re-derives credentials that have fewer. At least 4096
+    /// (RFC 7677); the default is OWASP's 600,000 for PBKDF2-HMAC-SHA256.
+    pub scram_iterations: u32,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection {
+            scram_iterations: xmpp::scram::DEFAULT_ITERATIONS,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SessionSection {
@@ -568,6 +587,8 @@ pub struct SessionSection {
     pub archive_retention_days: Option<u32>,
     /// XEP-0160: days offline messages are kept (unset: until delivered).
     pub offline_retention_days: Option<u32>,
+    /// The most items one roster holds (RFC 6121 roster sets past it get `<not-allowed/>`).
+    pub max_roster_items: usize,
 }
 
 impl Default for SessionSection {
@@ -583,6 +604,7 @@ impl Default for SessionSection {
             archive: s.archive_enabled,
             archive_retention_days: s.archive_retention_days,
             offline_retention_days: s.offline_retention_days,
+            max_roster_items: s.max_roster_items,
         }
     }
 }
@@ -771,6 +793,17 @@ impl Config {
                     .into(),
             );
         }
+        let it = self.auth.scram_iterations;
+        if !(xmpp::scram::MIN_ITERATIONS..=xmpp::scram::MAX_CLIENT_ITERATIONS).contains(&it) {
+            return bad(format!(
+                "auth.scram_iterations must be between {} (RFC 7677) and {}, not {it}",
+                xmpp::scram::MIN_ITERATIONS,
+                xmpp::scram::MAX_CLIENT_ITERATIONS
+            ));
+        }
+        if self.session.max_roster_items == 0 {
+            return bad("session.max_roster_items must be positive".into());
+        }
         self.admin.validate()?;
         for c in &self.tls.certificates {
             for (what, p) in [("cert", &c.cert), ("key", &c.key)] {
@@ -832,6 +865,7 @@ impl Config {
             read_burst: l.read_burst_bytes,
             max_auth_attempts: l.max_auth_attempts,
             allow_plain: l.allow_plain,
+            scram_iterations: self.auth.scram_iterations,
             ..edge::EdgeConfig::default()
         }
     }

@@ -300,7 +300,7 @@ fn parse_account(jid: &str) -> Result<BareJid, CliError> {
 }
 
 /// Derives stored keys for both hashes; the password itself is never stored.
-fn credentials(password: &str) -> Result<storage::Credentials, CliError> {
+fn credentials(password: &str, iterations: u32) -> Result<storage::Credentials, CliError> {
     if password.is_empty() {
         return Err(CliError::Usage("the password is empty".into()));
     }
@@ -309,7 +309,7 @@ fn credentials(password: &str) -> Result<storage::Credentials, CliError> {
     })?;
     let keys = [ScramHash::Sha256, ScramHash::Sha1]
         .into_iter()
-        .map(|h| scram::derive_keys(h, &prepared, &scram::new_salt(), scram::DEFAULT_ITERATIONS))
+        .map(|h| scram::derive_keys(h, &prepared, &scram::new_salt(), iterations))
         .collect();
     Ok(storage::Credentials { keys })
 }
@@ -351,7 +351,8 @@ fn run_user(cmd: UserCommand) -> Result<(), CliError> {
                 common,
             } => {
                 let (store, jid) = account_op(&common, &jid).await?;
-                let creds = credentials(&read_password(password_stdin)?)?;
+                let iterations = load(&common)?.auth.scram_iterations;
+                let creds = credentials(&read_password(password_stdin)?, iterations)?;
                 let accounts = limited_accounts(&common, &store).await?;
                 let r = accounts.create_account(&jid, &creds).await;
                 r.map_err(|e| friendly(e, &jid))?;
@@ -363,7 +364,8 @@ fn run_user(cmd: UserCommand) -> Result<(), CliError> {
                 common,
             } => {
                 let (store, jid) = account_op(&common, &jid).await?;
-                let creds = credentials(&read_password(password_stdin)?)?;
+                let iterations = load(&common)?.auth.scram_iterations;
+                let creds = credentials(&read_password(password_stdin)?, iterations)?;
                 let r = store.accounts.set_credentials(&jid, &creds).await;
                 r.map_err(|e| friendly(e, &jid))?;
                 println!("password changed for {jid}");
@@ -400,7 +402,7 @@ fn run_user(cmd: UserCommand) -> Result<(), CliError> {
                     .filter(|(_, l)| !l.trim().is_empty())
                     .collect();
                 // Key derivation is the slow part: spread it over the cores.
-                let derived = derive_all(&lines)?;
+                let derived = derive_all(&lines, cfg.auth.scram_iterations)?;
                 let (mut created, mut existing) = (0usize, 0usize);
                 let accounts = limited_accounts(&common, &store).await?;
                 for (jid, creds) in derived {
@@ -453,7 +455,10 @@ fn friendly(e: storage::StorageError, jid: &BareJid) -> CliError {
     }
 }
 
-fn derive_all(lines: &[(usize, &str)]) -> Result<Vec<(BareJid, storage::Credentials)>, CliError> {
+fn derive_all(
+    lines: &[(usize, &str)],
+    iterations: u32,
+) -> Result<Vec<(BareJid, storage::Credentials)>, CliError> {
     let parsed: Vec<(BareJid, String)> = lines
         .iter()
         .map(|(n, l)| {
@@ -478,7 +483,7 @@ fn derive_all(lines: &[(usize, &str)]) -> Result<Vec<(BareJid, storage::Credenti
                     .unwrap_or_default()
                     .iter()
                     .map(|(j, p)| {
-                        credentials(p)
+                        credentials(p, iterations)
                             .map(|c| (j.clone(), c))
                             .map_err(|e| e.to_string())
                     })

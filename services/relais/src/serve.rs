@@ -143,6 +143,7 @@ fn session_config(cfg: &Config, v: &Validated) -> session::SessionConfig {
         archive_enabled: cfg.session.archive,
         archive_retention_days: cfg.session.archive_retention_days,
         offline_retention_days: cfg.session.offline_retention_days,
+        max_roster_items: cfg.session.max_roster_items,
         ..session::SessionConfig::default()
     }
 }

@@ -274,6 +274,8 @@ pub struct SessionConfig {
     pub archive_retention_days: Option<u32>,
     /// Days offline messages are kept (`expire_offline`); `None` keeps them.
     pub offline_retention_days: Option<u32>,
+    /// The most items one roster holds; adding past it is refused with `<not-allowed/>`.
+    pub max_roster_items: usize,
 }
 
 impl Default for SessionConfig {
@@ -291,6 +293,7 @@ impl Default for SessionConfig {
             archive_enabled: true,
             archive_retention_days: None,
             offline_retention_days: None,
+            max_roster_items: 1000,
         }
     }
 }

@@ -243,7 +243,9 @@ impl LocalSessionService {
         let out = subscription::outbound(old, kind);
         if out.state != old {
             out.state.apply(&mut item);
-            self.save_item(&mut user, existing.as_ref(), &item).await?;
+            if let Err(e) = self.save_item(&mut user, existing.as_ref(), &item).await {
+                return self.roster_full_or(e, user, st, q);
+            }
         }
         tracing::debug!(jid = %from, contact = %contact, kind = kind.as_str(), routed = out.route, "outbound subscription");
         if kind == SubKind::Unsubscribed && old.has_from() && !out.state.has_from() {
@@ -377,7 +379,9 @@ impl LocalSessionService {
         let out = subscription::inbound(old, kind);
         if out.state != old {
             out.state.apply(&mut item);
-            self.save_item(&mut user, existing.as_ref(), &item).await?;
+            if let Err(e) = self.save_item(&mut user, existing.as_ref(), &item).await {
+                return self.roster_full_or(e, user, st, q);
+            }
         }
         tracing::debug!(to = %user_bare, contact = %contact, kind = kind.as_str(), delivered = out.deliver, "inbound subscription");
         if out.deliver {

@@ -49,6 +49,38 @@ impl LocalSessionService {
         }
     }
 
+    /// Whether the roster holds `max_roster_items` items already (every item counts, pending
+    /// subscription requests included).
+    async fn roster_full(&self, user: &mut UserGuard<'_>) -> Result<bool, StorageError> {
+        let max = self.config.max_roster_items;
+        Ok(self.roster(user).await?.items.len() >= max)
+    }
+
+    /// A subscription that would add an item to a full roster is bounced with
+    /// `<resource-constraint/>` (to the user for an outbound one, to the contact for an
+    /// inbound one); other storage errors are returned.
+    pub(crate) fn roster_full_or(
+        &self,
+        e: StorageError,
+        user: UserGuard<'_>,
+        st: &Element,
+        q: &mut Queue,
+    ) -> Result<(), StorageError> {
+        drop(user);
+        match e {
+            StorageError::QuotaExceeded => {
+                self.bounce(
+                    st,
+                    StanzaErrorCondition::ResourceConstraint,
+                    Some("the roster is full"),
+                    q,
+                );
+                Ok(())
+            }
+            e => Err(e),
+        }
+    }
+
     async fn put_item(
         &self,
         user: &mut UserGuard<'_>,
@@ -93,6 +125,12 @@ impl LocalSessionService {
             // An unanswered request from a stranger was withdrawn or declined: forget it.
             self.remove_item(user, &new.jid).await?;
             return Ok(());
+        }
+        if old.is_none() && self.roster_full(user).await? {
+            // A new contact (a subscription request from a stranger, or to a new contact)
+            // on a full roster: not stored, the subscription fails.
+            tracing::debug!(jid = %user.bare(), "roster item not added: the roster is full");
+            return Err(StorageError::QuotaExceeded);
         }
         let ver = self.put_item(user, new).await?;
         let shown = |i: &RosterItem| (i.subscription, i.ask_out, i.approved);
@@ -208,10 +246,19 @@ impl LocalSessionService {
             return bad(self, q, StanzaErrorCondition::NotAcceptable);
         }
         let mut user = self.users.lock(&bare).await;
-        let mut new = self
-            .get_item(&user, &contact)
-            .await?
-            .unwrap_or_else(|| RosterItem::new(contact));
+        let existing = self.get_item(&user, &contact).await?;
+        if existing.is_none() && self.roster_full(&mut user).await? {
+            drop(user);
+            tracing::debug!(jid = %from, "roster set refused: the roster is full");
+            self.bounce(
+                st,
+                StanzaErrorCondition::NotAllowed,
+                Some("the roster is full"),
+                q,
+            );
+            return Ok(());
+        }
+        let mut new = existing.unwrap_or_else(|| RosterItem::new(contact));
         new.name = name;
         new.groups = groups;
         let ver = self.put_item(&mut user, &new).await?;

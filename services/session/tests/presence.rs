@@ -775,3 +775,75 @@ async fn concurrent_handshakes_on_shared_users_converge() {
     );
     assert!(clients[2..N - 1].iter_mut().all(|c| c.drain().is_empty()));
 }
+
+#[tokio::test]
+async fn a_full_roster_refuses_new_items_with_not_allowed() {
+    let env = Env::with(session::SessionConfig {
+        max_roster_items: 3,
+        ..session::SessionConfig::default()
+    });
+    let mut a = env.login("alice@localhost/r").await;
+    for n in 0..3 {
+        let r = a
+            .iq(roster_set(&format!("c{n}@localhost"), None, &[]))
+            .await;
+        assert!(is_type(&r, "iq", Some("result")), "{r}");
+    }
+    let r = a.iq(roster_set("c3@localhost", None, &[])).await;
+    assert_eq!(condition(&r), Some(StanzaErrorCondition::NotAllowed), "{r}");
+    assert!(env.item("alice@localhost", "c3@localhost").await.is_none());
+    // Updating an item it holds still works; removing one makes room.
+    let r = a.iq(roster_set("c0@localhost", Some("Zero"), &[])).await;
+    assert!(is_type(&r, "iq", Some("result")), "{r}");
+    let r = a.iq(roster_remove("c1@localhost")).await;
+    assert!(is_type(&r, "iq", Some("result")), "{r}");
+    let r = a.iq(roster_set("c3@localhost", None, &[])).await;
+    assert!(is_type(&r, "iq", Some("result")), "{r}");
+    // A stranger's subscription request cannot grow a full roster either.
+    let mut stranger = env.online("mallory@localhost/x", 0).await;
+    stranger.drain();
+    stranger
+        .send(pres(Some("alice@localhost"), Some("subscribe")))
+        .await;
+    assert!(
+        env.item("alice@localhost", "mallory@localhost")
+            .await
+            .is_none()
+    );
+    let bounced = stranger
+        .stanzas()
+        .into_iter()
+        .find(|s| s.name() == "presence" && s.get_attr("type") == Some("error"))
+        .unwrap_or_else(|| panic!("the subscription request was not answered"));
+    assert_eq!(
+        condition(&bounced),
+        Some(StanzaErrorCondition::ResourceConstraint),
+        "{bounced}"
+    );
+    a.drain();
+    // The user's own request to a new contact fails the same way.
+    a.send(pres(Some("dave@localhost"), Some("subscribe")))
+        .await;
+    assert!(
+        env.item("alice@localhost", "dave@localhost")
+            .await
+            .is_none()
+    );
+    let bounced = a
+        .stanzas()
+        .into_iter()
+        .find(|s| s.name() == "presence" && s.get_attr("type") == Some("error"))
+        .unwrap_or_else(|| panic!("the subscription was not refused"));
+    assert_eq!(
+        condition(&bounced),
+        Some(StanzaErrorCondition::ResourceConstraint),
+        "{bounced}"
+    );
+    let (_, items) = env
+        .storage
+        .rosters
+        .get_roster(&"alice@localhost".parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(items.len(), 3);
+}

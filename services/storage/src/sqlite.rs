@@ -2,7 +2,7 @@
 //!
 //! # Threading
 //!
-//! One dedicated OS thread owns the only [`Connection`] and executes jobs received over a
+//! One dedicated OS thread owns the writing [`Connection`] and executes jobs received over a
 //! channel; each async call sends a closure and awaits its result on a oneshot. This was chosen
 //! over `spawn_blocking` + `Mutex<Connection>` because SQLite admits a single writer anyway, so a
 //! pool would only add lock contention and park up to N blocking-pool threads on that mutex
@@ -10,6 +10,14 @@
 //! touches the async runtime's threads, and keeps the connection on one thread for its whole
 //! life. All the stores share the same worker, which is what makes the in-memory database (one
 //! connection, one database) visible to every store.
+//!
+//! Each queue is bounded: a caller takes one of [`QUEUE_SLOTS`] slots before queueing its job
+//! (waiting asynchronously when all are taken) and the slot returns when the job has run, so a
+//! burst of callers waits in their own futures, not in a growing queue. A file database also
+//! has a second, read-only connection on its own thread (the reader lane) for credential
+//! lookups: in WAL mode it reads the last commit while the writer writes and fsyncs, so a
+//! login is never queued behind a burst of writes. An in-memory database (one connection,
+//! one database) sends its reads to the writer.
 //!
 //! A job that was queued still runs if its caller's future is dropped: a write may be committed
 //! even though nobody observed the acknowledgement, exactly as with a lost network reply.
@@ -192,7 +200,10 @@ pub fn open(path: &Path) -> Result<Storage> {
     let conn = Connection::open(path).map_err(|e| {
         StorageError::Unavailable(format!("cannot open database {}: {e}", path.display()))
     })?;
-    let store = SqliteStore::start(conn, &path.display().to_string())?;
+    let reader = Connection::open(path).map_err(|e| {
+        StorageError::Unavailable(format!("cannot open database {}: {e}", path.display()))
+    })?;
+    let store = SqliteStore::start(conn, Some(reader), &path.display().to_string())?;
     Ok(store.into_storage())
 }
 
@@ -200,7 +211,7 @@ pub fn open(path: &Path) -> Result<Storage> {
 pub fn open_in_memory() -> Result<Storage> {
     let conn = Connection::open_in_memory()
         .map_err(|e| StorageError::Unavailable(format!("cannot open in-memory database: {e}")))?;
-    let store = SqliteStore::start(conn, ":memory:")?;
+    let store = SqliteStore::start(conn, None, ":memory:")?;
     Ok(store.into_storage())
 }
 
@@ -299,29 +310,114 @@ fn db_err(e: rusqlite::Error) -> StorageError {
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
-/// The SQLite backend: a handle on the worker thread that owns the connection.
-struct SqliteStore {
+/// Jobs one lane holds (queued or running) before callers wait for a slot.
+pub(crate) const QUEUE_SLOTS: usize = 1024;
+
+/// One connection on its own thread, behind a bounded queue: a caller first takes one of
+/// [`QUEUE_SLOTS`] slots (waiting asynchronously when all are taken, which is the
+/// backpressure), and the slot is given back when its job has run.
+struct Lane {
     tx: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl Lane {
+    fn start(conn: Connection, name: &str, thread_name: &str) -> Result<Lane> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let db = name.to_owned();
+        let thread = thread::Builder::new()
+            .name(thread_name.into())
+            .spawn(move || worker(conn, rx, &db))
+            .map_err(|e| StorageError::Unavailable(format!("cannot start storage thread: {e}")))?;
+        Ok(Lane {
+            tx: Some(tx),
+            thread: Some(thread),
+            slots: Arc::new(tokio::sync::Semaphore::new(QUEUE_SLOTS)),
+        })
+    }
+
+    fn send(&self, job: Job) -> Result<()> {
+        let sender = self
+            .tx
+            .as_ref()
+            .ok_or_else(|| StorageError::Unavailable("storage is closed".into()))?;
+        sender
+            .send(job)
+            .map_err(|_| StorageError::Unavailable("storage thread stopped".into()))
+    }
+
+    async fn call<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        // Waiting here queues nothing: a caller that gives up leaves no job behind.
+        let slot = Arc::clone(&self.slots)
+            .acquire_owned()
+            .await
+            .map_err(|_| StorageError::Unavailable("storage is closed".into()))?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let _slot = slot;
+            // The caller may be gone; its result is then simply dropped.
+            let _ = reply.send(f(conn));
+        });
+        self.send(job)?;
+        answer
+            .await
+            .map_err(|_| StorageError::Unavailable("storage job failed".into()))?
+    }
+}
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        // Closing the channel ends the worker once the queue is drained.
+        drop(self.tx.take());
+        if let Some(handle) = self.thread.take()
+            && handle.thread().id() != thread::current().id()
+            && handle.join().is_err()
+        {
+            tracing::error!("storage thread panicked");
+        }
+    }
+}
+
+/// The SQLite backend: the writer lane (every write and most reads), and for a file
+/// database a reader lane for credential lookups, so logins are not stuck behind fsyncs.
+struct SqliteStore {
+    writer: Lane,
+    reader: Option<Lane>,
     /// Archive appends waiting for the next group commit (see `archive`).
     appends: Arc<archive::AppendQueue>,
 }
 
 impl SqliteStore {
     /// Configures and migrates `conn` on the calling thread, then hands it to a new worker.
-    fn start(mut conn: Connection, name: &str) -> Result<Arc<Self>> {
+    /// `reader` is a second connection to the same file (WAL lets it read while the writer
+    /// writes); an in-memory database has none.
+    fn start(mut conn: Connection, reader: Option<Connection>, name: &str) -> Result<Arc<Self>> {
         configure(&conn)?;
         let version = migrate(&mut conn)?;
-        let (tx, rx) = mpsc::channel::<Job>();
-        let db = name.to_owned();
-        let thread = thread::Builder::new()
-            .name("storage-sqlite".into())
-            .spawn(move || worker(conn, rx, &db))
-            .map_err(|e| StorageError::Unavailable(format!("cannot start storage thread: {e}")))?;
+        let writer = Lane::start(conn, name, "storage-sqlite")?;
+        let reader = match reader {
+            Some(r) => {
+                r.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
+                r.pragma_update(None, "query_only", "ON").map_err(db_err)?;
+                r.pragma_update(None, "foreign_keys", "ON")
+                    .map_err(db_err)?;
+                // One read now, so the reader opens its WAL files at start rather than at
+                // the first login (the process's descriptors stay constant after start).
+                r.query_row("SELECT count(*) FROM schema_version", [], |_| Ok(()))
+                    .map_err(db_err)?;
+                Some(Lane::start(r, name, "storage-sqlite-read")?)
+            }
+            None => None,
+        };
         tracing::debug!(db = name, version, "sqlite storage opened");
         Ok(Arc::new(SqliteStore {
-            tx: Some(tx),
-            thread: Some(thread),
+            writer,
+            reader,
             appends: Arc::default(),
         }))
     }
@@ -337,51 +433,35 @@ impl SqliteStore {
         }
     }
 
-    /// Queues a job for the worker without waiting for it.
+    /// Queues a job for the writer without waiting for it or for a slot (the archive's group
+    /// commit: at most one such job is queued at a time).
     fn submit(&self, job: Job) -> Result<()> {
-        let sender = self
-            .tx
-            .as_ref()
-            .ok_or_else(|| StorageError::Unavailable("storage is closed".into()))?;
-        sender
-            .send(job)
-            .map_err(|_| StorageError::Unavailable("storage thread stopped".into()))
+        self.writer.send(job)
     }
 
-    /// Runs `f` on the worker thread and waits for its result.
+    /// Runs `f` on the writer thread and waits for its result.
     async fn call<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move |conn| {
-            // The caller may be gone; its result is then simply dropped.
-            let _ = reply.send(f(conn));
-        });
-        let sender = self
-            .tx
-            .as_ref()
-            .ok_or_else(|| StorageError::Unavailable("storage is closed".into()))?;
-        sender
-            .send(job)
-            .map_err(|_| StorageError::Unavailable("storage thread stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| StorageError::Unavailable("storage job failed".into()))?
+        self.writer.call(f).await
+    }
+
+    /// Runs a read-only `f` on the reader thread (the writer's for an in-memory database).
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        self.reader.as_ref().unwrap_or(&self.writer).call(f).await
     }
 }
 
 impl Drop for SqliteStore {
     fn drop(&mut self) {
-        // Closing the channel ends the worker once the queue is drained.
-        drop(self.tx.take());
-        if let Some(handle) = self.thread.take()
-            && handle.thread().id() != thread::current().id()
-            && handle.join().is_err()
-        {
-            tracing::error!("storage thread panicked");
-        }
+        // The lanes close and join their threads as they drop.
+        drop(self.reader.take());
     }
 }
 
@@ -594,7 +674,7 @@ impl AccountStore for SqliteStore {
 
     async fn get_credentials(&self, jid: &BareJid) -> Result<Option<Credentials>> {
         let key = jid.as_str().to_owned();
-        self.call(move |conn| {
+        self.read(move |conn| {
             let tx = conn.transaction().map_err(db_err)?;
             let exists = tx
                 .query_row("SELECT 1 FROM accounts WHERE jid = ?1", [&key], |_| Ok(()))
@@ -694,7 +774,7 @@ impl AccountStore for SqliteStore {
 
     async fn account_exists(&self, jid: &BareJid) -> Result<bool> {
         let key = jid.as_str().to_owned();
-        self.call(move |conn| {
+        self.read(move |conn| {
             let found = conn
                 .query_row("SELECT 1 FROM accounts WHERE jid = ?1", [&key], |_| Ok(()))
                 .optional()
@@ -1114,6 +1194,67 @@ mod tests {
 
     crate::storage_test_suite!(file, async { file_backend() }, durable);
 
+    #[tokio::test]
+    async fn credential_reads_are_not_stuck_behind_writes_and_the_queue_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relais.db");
+        let conn = Connection::open(&path).unwrap();
+        let reader = Connection::open(&path).unwrap();
+        let store = SqliteStore::start(conn, Some(reader), "test").unwrap();
+        let alice = jid("alice@example.org");
+        let creds = Credentials {
+            keys: vec![xmpp::scram::derive_keys(
+                ScramHash::Sha256,
+                "pw",
+                b"salt",
+                4096,
+            )],
+        };
+        store.create_account(&alice, &creds).await.unwrap();
+        // The writer is busy (a long write, held until we let it go).
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let busy = {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                store
+                    .call(move |_| {
+                        let _ = held.recv();
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        while store.writer.slots.available_permits() == QUEUE_SLOTS {
+            tokio::task::yield_now().await;
+        }
+        // More writers than the queue holds: they wait for a slot, the queue stays bounded.
+        let mut waiting = Vec::new();
+        for _ in 0..QUEUE_SLOTS + 10 {
+            let store = Arc::clone(&store);
+            waiting.push(tokio::spawn(async move {
+                store
+                    .call(|c| c.execute_batch("SELECT 1").map_err(db_err))
+                    .await
+            }));
+        }
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(store.writer.slots.available_permits(), 0);
+        // A login's lookup still answers (the timeout only stops a hang).
+        let read = tokio::time::timeout(Duration::from_secs(30), store.get_credentials(&alice))
+            .await
+            .unwrap_or_else(|_| panic!("the credentials read waited behind the writer"));
+        assert_eq!(read.unwrap(), Some(creds));
+        assert!(!busy.is_finished());
+        release.send(()).unwrap();
+        busy.await.unwrap().unwrap();
+        for w in waiting {
+            w.await.unwrap().unwrap();
+        }
+        assert_eq!(store.writer.slots.available_permits(), QUEUE_SLOTS);
+    }
+
     fn stored_version(path: &Path) -> i64 {
         let conn = Connection::open(path).unwrap();
         conn.query_row("SELECT version FROM schema_version", [], |r| r.get(0))
@@ -1188,7 +1329,7 @@ mod tests {
     async fn connection_is_durable_wal_with_foreign_keys() {
         let dir = tempfile::tempdir().unwrap();
         let conn = Connection::open(dir.path().join("pragmas.db")).unwrap();
-        let store = SqliteStore::start(conn, "pragmas").unwrap();
+        let store = SqliteStore::start(conn, None, "pragmas").unwrap();
         let (mode, sync, fk) = store
             .call(|c| {
                 let q = |sql: &str| {
@@ -1211,7 +1352,8 @@ mod tests {
 
     #[tokio::test]
     async fn undecodable_rows_are_corrupt_not_panics() {
-        let store = SqliteStore::start(Connection::open_in_memory().unwrap(), "corrupt").unwrap();
+        let store =
+            SqliteStore::start(Connection::open_in_memory().unwrap(), None, "corrupt").unwrap();
         let storage = store.clone().into_storage();
         let owner = jid("owner@example.com");
         store
@@ -1264,7 +1406,8 @@ mod tests {
 
     #[tokio::test]
     async fn panicking_job_reports_unavailable_and_worker_survives() {
-        let store = SqliteStore::start(Connection::open_in_memory().unwrap(), "panic").unwrap();
+        let store =
+            SqliteStore::start(Connection::open_in_memory().unwrap(), None, "panic").unwrap();
         let r: Result<()> = store.call(|_| panic!("job failure")).await;
         assert!(matches!(r, Err(StorageError::Unavailable(_))));
         let one: i64 = store

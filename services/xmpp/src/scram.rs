@@ -98,8 +98,15 @@ pub struct ScramKeys {
     pub server_key: Vec<u8>,
 }
 
-/// Default iteration count for new credentials.
-pub const DEFAULT_ITERATIONS: u32 = 4096;
+/// Default PBKDF2 iteration count for new credentials: OWASP's guidance for
+/// PBKDF2-HMAC-SHA256 (600,000, Password Storage Cheat Sheet, 2023). The server pays it only
+/// for PLAIN logins and when it derives keys (registration, password change); a SCRAM login
+/// costs the server two HMACs, and the client pays the derivation (clients cache the salted
+/// password per salt and count).
+pub const DEFAULT_ITERATIONS: u32 = 600_000;
+
+/// The lowest iteration count accepted for new credentials (RFC 7677 §4: at least 4096).
+pub const MIN_ITERATIONS: u32 = 4096;
 
 /// The highest iteration count a client accepts from a server (bounds the PBKDF2 work).
 pub const MAX_CLIENT_ITERATIONS: u32 = 10_000_000;
@@ -250,7 +257,7 @@ fn fake_secret() -> &'static [u8; 32] {
 
 /// Plausible keys for an unknown user: the salt is stable per username for the life of the
 /// process, so repeated probes see the same answer as for a real account.
-fn fake_keys(hash: ScramHash, username: &str) -> ScramKeys {
+fn fake_keys(hash: ScramHash, username: &str, iterations: u32) -> ScramKeys {
     let secret = fake_secret();
     let tag = hash.mechanism(false).as_bytes();
     let mut salt = ScramHash::Sha256.hmac(secret, &[b"salt\0", tag, b"\0", username.as_bytes()]);
@@ -260,7 +267,7 @@ fn fake_keys(hash: ScramHash, username: &str) -> ScramKeys {
     ScramKeys {
         hash,
         salt,
-        iterations: DEFAULT_ITERATIONS,
+        iterations,
         stored_key,
         server_key,
     }
@@ -307,6 +314,8 @@ pub struct ScramServer {
     plus: bool,
     cb: ChannelBinding,
     fixed_nonce: Option<String>,
+    /// The iteration count shown for unknown users (the one new credentials get).
+    fake_iterations: u32,
     state: ServerState,
 }
 
@@ -327,8 +336,17 @@ impl ScramServer {
             plus,
             cb,
             fixed_nonce: None,
+            fake_iterations: DEFAULT_ITERATIONS,
             state: ServerState::Initial,
         }
+    }
+
+    /// The iteration count an unknown user's fake keys show: the one new credentials get,
+    /// so the count does not tell an unknown account from a fresh one.
+    #[must_use]
+    pub fn with_fake_iterations(mut self, iterations: u32) -> Self {
+        self.fake_iterations = iterations;
+        self
     }
 
     /// Test hook: use this server nonce part instead of a random one.
@@ -434,7 +452,7 @@ impl ScramServer {
         };
         let (keys, known) = match keys {
             Some(k) if k.hash == self.hash => (k.clone(), true),
-            _ => (fake_keys(self.hash, &authcid), false),
+            _ => (fake_keys(self.hash, &authcid, self.fake_iterations), false),
         };
         let server_nonce = self.fixed_nonce.clone().unwrap_or_else(random_nonce);
         let nonce = format!("{client_nonce}{server_nonce}");

@@ -24,7 +24,9 @@
 //! `(owner, with_jid, id)`, as one range scan bounded by the filter and the page cursor, with
 //! a `LIMIT` of one more than the page (to know whether the page is the last). The count of
 //! an unfiltered query comes from `archive_counts`, kept up to date by every write; a
-//! filtered count scans the same index range without touching the table.
+//! filtered count scans the same index range without touching the table. A query by `ids`
+//! first checks which ids are selected reading only their `with_jid` (by primary key), then
+//! reads the XML of the page's rows only.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -196,7 +198,16 @@ struct Row {
     xml: String,
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Full rows (with the message XML) read on this thread, for the tests of what a query
+    /// reads.
+    static ROWS_READ: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    #[cfg(test)]
+    ROWS_READ.with(|n| n.set(n.get() + 1));
     Ok(Row {
         id: r.get(0)?,
         with: r.get(1)?,
@@ -338,10 +349,11 @@ fn run_query(
         }
         wanted.sort_unstable();
         wanted.dedup();
-        let mut stmt = tx
+        // First which of the ids are selected (without reading any message), then only the
+        // page's rows: a request for 1,000 ids with a page of 10 reads 10 messages.
+        let mut probe = tx
             .prepare_cached(
-                "SELECT id, with_jid, direction, xml FROM archive
-                 WHERE id = ?1 AND owner = ?2 AND removed = 0",
+                "SELECT with_jid FROM archive WHERE id = ?1 AND owner = ?2 AND removed = 0",
             )
             .map_err(db_err)?;
         let mut selected = Vec::new();
@@ -349,19 +361,19 @@ fn run_query(
             .into_iter()
             .filter(|id| (selection.lo..=selection.hi).contains(id))
         {
-            if let Some(row) = stmt
-                .query_row(params![id, owner], read_row)
+            if let Some(w) = probe
+                .query_row(params![id, owner], |r| r.get::<_, String>(0))
                 .optional()
                 .map_err(db_err)?
-                && with.is_none_or(|w| w == row.with)
+                && with.is_none_or(|x| x == w)
             {
-                selected.push(row);
+                selected.push(id);
             }
         }
         let count = selected.len();
-        let mut in_window: Vec<Row> = selected
+        let mut in_window: Vec<i64> = selected
             .into_iter()
-            .filter(|r| (window.lo..=window.hi).contains(&r.id))
+            .filter(|id| (window.lo..=window.hi).contains(id))
             .collect();
         let complete = in_window.len() <= page.max;
         if backwards {
@@ -370,10 +382,22 @@ fn run_query(
         } else {
             in_window.truncate(page.max);
         }
-        let items = in_window
-            .into_iter()
-            .map(decode_row)
-            .collect::<Result<Vec<_>>>()?;
+        let mut fetch = tx
+            .prepare_cached(
+                "SELECT id, with_jid, direction, xml FROM archive
+                 WHERE id = ?1 AND owner = ?2 AND removed = 0",
+            )
+            .map_err(db_err)?;
+        let mut items = Vec::with_capacity(in_window.len());
+        for id in in_window {
+            if let Some(row) = fetch
+                .query_row(params![id, owner], read_row)
+                .optional()
+                .map_err(db_err)?
+            {
+                items.push(decode_row(row)?);
+            }
+        }
         return Ok(ArchiveResult {
             items,
             complete,
@@ -732,6 +756,58 @@ mod tests {
         assert_eq!(stamp_of(upper_of_ms(1_700_000_000_000)), 1_700_000_000_000);
     }
 
+    #[test]
+    fn an_ids_query_reads_only_the_rows_of_its_page() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::super::migrate(&mut conn).unwrap();
+        let owner = "alice@example.org";
+        let base = lower_of_ms(1_700_000_000_000);
+        for n in 0..200i64 {
+            conn.execute(
+                "INSERT INTO archive (id, owner, domain, with_jid, direction, xml)
+                 VALUES (?1, ?2, 'example.org', 'bob@example.org', 0, ?3)",
+                params![
+                    base + n,
+                    owner,
+                    format!("<message><body>{n}</body></message>")
+                ],
+            )
+            .unwrap();
+        }
+        let ids: Vec<String> = (0..200).map(|n| encode_id(base + n)).collect();
+        let filter = ArchiveFilter {
+            ids: ids.clone(),
+            ..ArchiveFilter::default()
+        };
+        for (page, first) in [
+            (
+                ArchivePage {
+                    max: 10,
+                    ..ArchivePage::default()
+                },
+                0,
+            ),
+            (
+                ArchivePage {
+                    max: 10,
+                    from_end: true,
+                    ..ArchivePage::default()
+                },
+                190,
+            ),
+        ] {
+            let before = ROWS_READ.with(std::cell::Cell::get);
+            let r = run_query(&mut conn, owner, &filter, &page).unwrap();
+            let read = ROWS_READ.with(std::cell::Cell::get) - before;
+            assert_eq!(read, 10, "read {read} messages for a page of 10");
+            assert_eq!(r.count, 200);
+            assert!(!r.complete);
+            let got: Vec<&str> = r.items.iter().map(|m| m.id.as_str()).collect();
+            let want: Vec<&str> = ids[first..first + 10].iter().map(String::as_str).collect();
+            assert_eq!(got, want);
+        }
+    }
+
     /// Every archive statement reads through an index: the plan never scans a table.
     #[test]
     fn statements_use_indexes() {
@@ -751,6 +827,7 @@ mod tests {
             "SELECT id, owner, removed FROM archive WHERE domain = ?1 AND id < ?2
              ORDER BY id LIMIT ?3",
             "SELECT owner FROM archive WHERE id = ?1",
+            "SELECT with_jid FROM archive WHERE id = ?1 AND owner = ?2 AND removed = 0",
             "SELECT max(id) FROM archive",
             "DELETE FROM archive WHERE owner = ?1 AND removed = 0",
             "DELETE FROM archive WHERE owner = ?1 AND removed = 1",
