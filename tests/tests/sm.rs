@@ -261,3 +261,70 @@ async fn enable_before_bind_and_twice_fail() {
     assert!(twice.is("failed", NS_SM), "{twice}");
     sync(&mut b).await;
 }
+
+/// Logs `bob` in with stream management enabled before his initial presence (as
+/// Conversations and Monal do), answers every `<r/>` and acknowledges, and collects message
+/// bodies until `n` arrived. Panics if the stream ends.
+async fn sm_login_and_collect(s: &Server, n: usize) -> (Client, Vec<String>) {
+    let mut b = s.login("bob", "bob-pw", "b").await;
+    let enabled = b.sm_enable(true).await;
+    assert!(enabled.is("enabled", NS_SM), "{enabled}");
+    b.send(&Element::new("presence", ns::CLIENT)).await;
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while got.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} messages arrived",
+            got.len()
+        );
+        match b.recv().await {
+            Incoming::Stanza(el) if el.is("r", NS_SM) => b.sm_ack().await,
+            Incoming::Stanza(el) => {
+                if el.name() == "message"
+                    && let Some(text) = body(&el)
+                {
+                    got.push(text);
+                }
+            }
+            other => panic!("the stream ended after {} messages: {other:?}", got.len()),
+        }
+    }
+    (b, got)
+}
+
+#[tokio::test]
+async fn a_thousand_offline_messages_reach_a_client_that_enables_sm_before_presence() {
+    // Issue 10: this client was closed with <policy-violation/> after 855 messages, and every
+    // later login the same way.
+    let s = server_with(&["alice", "bob"], "");
+    let mut a = s.login("alice", "alice-pw", "a").await;
+    for i in 0..1000 {
+        a.send(&chat("bob@localhost", &format!("{i:04} {}", "x".repeat(55))))
+            .await;
+    }
+    sync(&mut a).await;
+    let (mut b, got) = sm_login_and_collect(&s, 1000).await;
+    let expected: Vec<String> = (0..1000).map(|i| format!("{i:04}")).collect();
+    let firsts: Vec<String> = got.iter().map(|t| t[..4].to_owned()).collect();
+    assert_eq!(firsts, expected);
+    // Still connected, and nothing more comes twice.
+    sync(&mut b).await;
+    b.expect_none(Duration::from_millis(300), |e| e.name() == "message")
+        .await;
+}
+
+#[tokio::test]
+async fn three_large_offline_messages_reach_a_stream_managed_client() {
+    let s = server_with(&["alice", "bob"], "");
+    let mut a = s.login("alice", "alice-pw", "a").await;
+    for i in 0..3 {
+        a.send(&chat("bob@localhost", &format!("{i} {}", "y".repeat(200 * 1024))))
+            .await;
+    }
+    sync(&mut a).await;
+    let (mut b, got) = sm_login_and_collect(&s, 3).await;
+    assert_eq!(got.len(), 3);
+    assert!(got.iter().all(|t| t.len() > 200 * 1024));
+    sync(&mut b).await;
+}
