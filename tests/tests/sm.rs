@@ -300,8 +300,11 @@ async fn a_thousand_offline_messages_reach_a_client_that_enables_sm_before_prese
     let s = server_with(&["alice", "bob"], "");
     let mut a = s.login("alice", "alice-pw", "a").await;
     for i in 0..1000 {
-        a.send(&chat("bob@localhost", &format!("{i:04} {}", "x".repeat(55))))
-            .await;
+        a.send(&chat(
+            "bob@localhost",
+            &format!("{i:04} {}", "x".repeat(55)),
+        ))
+        .await;
     }
     sync(&mut a).await;
     let (mut b, got) = sm_login_and_collect(&s, 1000).await;
@@ -319,8 +322,11 @@ async fn three_large_offline_messages_reach_a_stream_managed_client() {
     let s = server_with(&["alice", "bob"], "");
     let mut a = s.login("alice", "alice-pw", "a").await;
     for i in 0..3 {
-        a.send(&chat("bob@localhost", &format!("{i} {}", "y".repeat(200 * 1024))))
-            .await;
+        a.send(&chat(
+            "bob@localhost",
+            &format!("{i} {}", "y".repeat(200 * 1024)),
+        ))
+        .await;
     }
     sync(&mut a).await;
     let (mut b, got) = sm_login_and_collect(&s, 3).await;
