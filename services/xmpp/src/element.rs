@@ -9,6 +9,47 @@ use std::fmt;
 
 use quick_xml::escape::{escape, partial_escape};
 
+/// Writes an attribute value so that a parser reads back exactly `v`: besides the markup
+/// characters, tab, newline and carriage return become character references, since XML
+/// attribute-value normalization turns the literal characters into spaces (found by fuzzing).
+fn write_attr_value(out: &mut Vec<u8>, v: &str) {
+    let escaped = escape(v);
+    if !escaped.contains(['\t', '\n', '\r']) {
+        out.extend_from_slice(escaped.as_bytes());
+        return;
+    }
+    for c in escaped.chars() {
+        match c {
+            '\t' => out.extend_from_slice(b"&#9;"),
+            '\n' => out.extend_from_slice(b"&#10;"),
+            '\r' => out.extend_from_slice(b"&#13;"),
+            c => {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+        }
+    }
+}
+
+/// Writes text content; a carriage return becomes a character reference, since XML
+/// end-of-line handling turns a literal one into a newline.
+fn write_text(out: &mut Vec<u8>, t: &str) {
+    let escaped = partial_escape(t);
+    if !escaped.contains('\r') {
+        out.extend_from_slice(escaped.as_bytes());
+        return;
+    }
+    for part in escaped.split_inclusive('\r') {
+        match part.strip_suffix('\r') {
+            Some(before) => {
+                out.extend_from_slice(before.as_bytes());
+                out.extend_from_slice(b"&#13;");
+            }
+            None => out.extend_from_slice(part.as_bytes()),
+        }
+    }
+}
+
 /// A child of an element: another element or character data.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Node {
@@ -171,14 +212,14 @@ impl Element {
         out.extend_from_slice(self.name.as_bytes());
         if self.ns != parent_ns {
             out.extend_from_slice(b" xmlns=\"");
-            out.extend_from_slice(escape(self.ns.as_str()).as_bytes());
+            write_attr_value(out, self.ns.as_str());
             out.push(b'"');
         }
         for (k, v) in &self.attrs {
             out.push(b' ');
             out.extend_from_slice(k.as_bytes());
             out.extend_from_slice(b"=\"");
-            out.extend_from_slice(escape(v.as_str()).as_bytes());
+            write_attr_value(out, v.as_str());
             out.push(b'"');
         }
         if self.children.is_empty() {
@@ -189,7 +230,7 @@ impl Element {
         for n in &self.children {
             match n {
                 Node::Element(e) => e.write_to(out, &self.ns),
-                Node::Text(t) => out.extend_from_slice(partial_escape(t.as_str()).as_bytes()),
+                Node::Text(t) => write_text(out, t.as_str()),
             }
         }
         out.extend_from_slice(b"</");

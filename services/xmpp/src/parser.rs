@@ -1358,6 +1358,22 @@ mod tests {
             .expect("a stanza")
     }
 
+    /// Found by fuzzing the merged tree: a tab, newline or carriage return in an attribute
+    /// value (from a character reference) was written literally and read back as a space
+    /// (attribute-value normalization); a carriage return in text came back as a newline.
+    #[test]
+    fn whitespace_references_survive_a_round_trip() {
+        let m =
+            first_stanza("<message id='a&amp;b&#9;c&#10;d&#13;e'><body>x&#13;y</body></message>");
+        assert_eq!(m.get_attr("id"), Some("a&b\tc\nd\re"));
+        let again = first_stanza(&String::from_utf8_lossy(&m.to_bytes_in("jabber:client")));
+        assert_eq!(again, m);
+        assert_eq!(
+            again.get_child("body", "jabber:client").map(Element::text),
+            Some("x\ry".to_owned())
+        );
+    }
+
     #[test]
     fn full_session_whole() {
         let (events, err) = parse_all(&transcript());
